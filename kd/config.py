@@ -1,0 +1,210 @@
+"""Typed views of `params.yaml`: the one place that knows the keys.
+
+Stages read `params.yaml` (written by DVC's Hydra integration from `conf/`) through `load_params`,
+so a misspelt or missing key fails here with the key's name and the fix, not deep inside a stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from kd.errors import ConfigError
+
+PARAMS_FILE = Path("params.yaml")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "python_docs_faq"
+    debian_package: str | None = "python3.11-doc"
+    doc_dir: str | None = None
+    path: str | None = None
+    min_words: int = 100
+    max_words: int = 150
+    max_passages: int | None = None
+    max_train_queries: int | None = 600
+    max_val_queries: int | None = 80
+    max_test_queries: int | None = None
+    exclude: list[str] = field(default_factory=lambda: ["whatsnew/"])
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A student or teacher model. `model` is a packaged name, a local folder or a hub id."""
+
+    name: str = "minilm"
+    model: str = "minilm"
+    kind: str = "bi_encoder"
+    max_seq_length: int = 256
+    batch_size: int = 32
+    query_prefix: str = ""
+    passage_prefix: str = ""
+
+
+@dataclass(frozen=True)
+class BM25Config:
+    k1: float = 0.9
+    b: float = 0.4
+    depth: int = 100
+    threads: int = 2
+
+
+@dataclass(frozen=True)
+class MiningConfig:
+    depth: int = 30
+    num_negatives: int = 7
+    dense: bool = False
+    fn_margin: float | None = 0.0
+    fn_threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    margin_mse: float = 0.6
+    listwise_kl: float = 0.2
+    in_batch: float = 0.2
+    kl_temperature: float = 0.05
+    in_batch_temperature: float = 0.05
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 2
+    batch_size: int = 16
+    learning_rate: float = 3e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_seq_length: int = 128
+    val_depth: int = 30
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    type: str = "hnsw"
+    M: int = 32
+    ef_construction: int = 200
+    ef_search: int = 128
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    depth: int = 100
+    rerank_depth: int = 20
+    teacher_alone: bool = False
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    rerank: bool = True
+    max_query_chars: int = 1000
+    max_k: int = 100
+    max_rerank_depth: int = 1000
+    max_batch: int = 64
+    max_body_bytes: int = 65536
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 13
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: ModelConfig = field(default_factory=lambda: ModelConfig(name="mpnet", model="mpnet"))
+    student: ModelConfig = field(default_factory=ModelConfig)
+    bm25: BM25Config = field(default_factory=BM25Config)
+    mining: MiningConfig = field(default_factory=MiningConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+
+    def flat(self) -> dict[str, Any]:
+        """`section.key -> value`, the shape MLflow wants for params."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if dataclasses.is_dataclass(value):
+                for f in dataclasses.fields(value):
+                    walk(f"{prefix}{f.name}.", getattr(value, f.name))
+            else:
+                out[prefix.rstrip(".")] = value
+
+        walk("", self)
+        return out
+
+
+T = TypeVar("T")
+
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (types.UnionType, typing.Union):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _check_type(value, inner, key)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and (
+        not isinstance(value, tp) or (tp is int and isinstance(value, bool))
+    ):
+        raise ConfigError(
+            f"params key '{key}' must be {tp.__name__}, got {value!r}. "
+            f"Fix it in conf/ (or with `dvc exp run -S {key}=...`)."
+        )
+    return value
+
+
+def _build(cls: type[T], raw: Any, prefix: str) -> T:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params section '{prefix or 'root'}' must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        keys = ", ".join(f"{prefix}{k}" for k in unknown)
+        raise ConfigError(
+            f"unknown params key(s): {keys}. Known keys in '{prefix.rstrip('.') or 'root'}': "
+            f"{', '.join(sorted(names))}. Check the spelling in conf/ or your -S override."
+        )
+    kwargs: dict[str, Any] = {}
+    for name in names & set(raw):
+        tp = hints[name]
+        value = raw[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, f"{prefix}{name}.")  # type: ignore[arg-type]
+        else:
+            if isinstance(value, str) and value == "???":
+                raise ConfigError(
+                    f"params key '{prefix}{name}' is required but unset. "
+                    f"Set it with `dvc exp run -S {prefix}{name}=...`."
+                )
+            kwargs[name] = _check_type(value, tp, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def params_from_dict(raw: dict[str, Any]) -> Params:
+    return _build(Params, raw, "")
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(
+            f"{path} not found. Run from the repository root, or regenerate it with "
+            "`python -m kd.compose > params.yaml`."
+        )
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    return params_from_dict(raw or {})

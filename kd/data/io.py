@@ -1,0 +1,184 @@
+"""The one canonical dataset format (BEIR conventions) and its validated reader/writer.
+
+On disk, under one folder:
+    corpus.jsonl            {"_id", "title", "text"} per line
+    queries/<split>.jsonl   {"_id", "text"} per line
+    qrels/<split>.tsv       BEIR tsv: header `query-id corpus-id score`, tab-separated
+    meta.json               source, version, counts
+Splits are `train`, `val`, `test`. Every source module builds a `Dataset`; `write_dataset`
+validates before anything is written, `read_dataset` validates with file:line messages.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kd.atomic import atomic_dir
+from kd.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+Corpus = dict[str, dict[str, str]]  # docid -> {"title", "text"}
+Queries = dict[str, str]  # qid -> text
+Qrels = dict[str, dict[str, int]]  # qid -> docid -> relevance
+
+
+@dataclass
+class Dataset:
+    corpus: Corpus
+    queries: dict[str, Queries]  # split -> queries
+    qrels: dict[str, Qrels]  # split -> qrels
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        out = {"passages": len(self.corpus)}
+        for split in SPLITS:
+            out[f"{split}_queries"] = len(self.queries.get(split, {}))
+            out[f"{split}_judged"] = sum(len(d) for d in self.qrels.get(split, {}).values())
+        return out
+
+
+def passage_text(doc: dict[str, str]) -> str:
+    """What a model sees of a passage: the title, then the text."""
+    title = doc.get("title", "")
+    return f"{title}. {doc['text']}" if title else doc["text"]
+
+
+def validate(ds: Dataset, where: str = "dataset") -> None:
+    """Ids unique by construction (dicts); check texts non-empty and qrels resolve."""
+    for docid, doc in ds.corpus.items():
+        if not doc.get("text", "").strip():
+            raise DataError(f"{where}: passage '{docid}' has empty text")
+    for split, queries in ds.queries.items():
+        for qid, text in queries.items():
+            if not text.strip():
+                raise DataError(f"{where}: {split} query '{qid}' has empty text")
+    for split, qrels in ds.qrels.items():
+        queries = ds.queries.get(split, {})
+        for qid, docs in qrels.items():
+            if qid not in queries:
+                raise DataError(f"{where}: {split} qrels name query '{qid}' missing from queries")
+            for docid in docs:
+                if docid not in ds.corpus:
+                    raise DataError(
+                        f"{where}: {split} qrels of query '{qid}' point at unknown passage '{docid}'"
+                    )
+    for split, queries in ds.queries.items():
+        unjudged = [q for q in queries if not any(ds.qrels.get(split, {}).get(q, {}).values())]
+        if unjudged:
+            raise DataError(
+                f"{where}: {len(unjudged)} {split} queries have no relevant passage "
+                f"(first: '{unjudged[0]}'); drop them or add qrels"
+            )
+
+
+def _jsonl(records: Iterator[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def write_dataset(ds: Dataset, out_dir: Path) -> None:
+    """Validate, then write the whole folder atomically (a crash leaves the old one or none)."""
+    validate(ds, str(out_dir))
+    ds.meta["counts"] = ds.counts()
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "queries").mkdir()
+        (tmp / "qrels").mkdir()
+        (tmp / "corpus.jsonl").write_text(
+            _jsonl({"_id": d, "title": v.get("title", ""), "text": v["text"]} for d, v in ds.corpus.items())
+        )
+        for split in SPLITS:
+            queries = ds.queries.get(split, {})
+            (tmp / "queries" / f"{split}.jsonl").write_text(
+                _jsonl({"_id": q, "text": t} for q, t in queries.items())
+            )
+            rows = ["query-id\tcorpus-id\tscore\n"]
+            for qid, docs in ds.qrels.get(split, {}).items():
+                rows.extend(f"{qid}\t{docid}\t{rel}\n" for docid, rel in docs.items())
+            (tmp / "qrels" / f"{split}.tsv").write_text("".join(rows))
+        (tmp / "meta.json").write_text(json.dumps(ds.meta, indent=2, sort_keys=True) + "\n")
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        raise DataError(f"{path} not found: run `dvc repro data` (or check data.path for beir_dir)")
+    return path
+
+
+def read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any]]]:
+    with _need(path).open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+            if not isinstance(rec, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object")
+            missing = [k for k in required if k not in rec]
+            if missing:
+                raise DataError(f"{path}:{lineno}: missing field(s) {missing}")
+            yield lineno, rec
+
+
+def read_corpus(path: Path) -> Corpus:
+    corpus: Corpus = {}
+    for lineno, rec in read_jsonl(path, ("_id", "text")):
+        docid = str(rec["_id"])
+        if docid in corpus:
+            raise DataError(f"{path}:{lineno}: duplicate passage id '{docid}'")
+        text = str(rec["text"] or "")
+        if not text.strip():
+            raise DataError(f"{path}:{lineno}: passage '{docid}' has empty text")
+        corpus[docid] = {"title": str(rec.get("title") or ""), "text": text}
+    return corpus
+
+
+def read_queries(path: Path) -> Queries:
+    queries: Queries = {}
+    for lineno, rec in read_jsonl(path, ("_id", "text")):
+        qid = str(rec["_id"])
+        if qid in queries:
+            raise DataError(f"{path}:{lineno}: duplicate query id '{qid}'")
+        text = str(rec["text"] or "")
+        if not text.strip():
+            raise DataError(f"{path}:{lineno}: query '{qid}' has empty text")
+        queries[qid] = text
+    return queries
+
+
+def read_qrels(path: Path, corpus: Corpus | None = None) -> Qrels:
+    qrels: Qrels = {}
+    with _need(path).open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            parts = line.rstrip("\n").split("\t")
+            if lineno == 1 and parts[:2] == ["query-id", "corpus-id"]:
+                continue
+            if not line.strip():
+                continue
+            if len(parts) != 3:
+                raise DataError(f"{path}:{lineno}: expected 3 tab-separated fields, got {len(parts)}")
+            qid, docid, rel = parts
+            if corpus is not None and docid not in corpus:
+                raise DataError(f"{path}:{lineno}: query '{qid}' points at unknown passage '{docid}'")
+            try:
+                qrels.setdefault(qid, {})[docid] = int(rel)
+            except ValueError as exc:
+                raise DataError(f"{path}:{lineno}: relevance '{rel}' is not an integer") from exc
+    return qrels
+
+
+def read_dataset(data_dir: Path) -> Dataset:
+    data_dir = Path(data_dir)
+    corpus = read_corpus(data_dir / "corpus.jsonl")
+    queries = {s: read_queries(data_dir / "queries" / f"{s}.jsonl") for s in SPLITS}
+    qrels = {s: read_qrels(data_dir / "qrels" / f"{s}.tsv", corpus) for s in SPLITS}
+    meta_path = data_dir / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    ds = Dataset(corpus, queries, qrels, meta)
+    validate(ds, str(data_dir))
+    return ds

@@ -1,0 +1,107 @@
+"""FAISS index over student embeddings, with the id map and passage store the service needs.
+
+Layout of an index folder (the `index` stage's out):
+    faiss.index      inner-product index over L2-normalised embeddings (so score == cosine)
+    docids.json      row -> passage id
+    passages.jsonl   {"_id", "title", "text"} in row order (what the service returns)
+    meta.json        student model, index type and params, corpus size, provenance
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from kd.atomic import atomic_dir
+from kd.config import IndexConfig
+from kd.data.io import Corpus, read_jsonl
+from kd.errors import ArtifactError, ConfigError
+from kd.metrics import Run
+
+
+def build(emb: np.ndarray, cfg: IndexConfig) -> faiss.Index:
+    """HNSW (or exact flat) inner-product index. Built single-threaded so it is deterministic."""
+    dim = emb.shape[1]
+    if cfg.type == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif cfg.type == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, cfg.M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = cfg.ef_construction
+        index.hnsw.efSearch = cfg.ef_search
+    else:
+        raise ConfigError(f"index.type={cfg.type!r} is unknown: use 'hnsw' or 'flat' (conf/index/)")
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # multi-threaded HNSW insertion order is not reproducible
+    try:
+        index.add(np.ascontiguousarray(emb, dtype=np.float32))
+    finally:
+        faiss.omp_set_num_threads(threads)
+    return index
+
+
+def search(index: faiss.Index, query_emb: np.ndarray, docids: list[str], k: int) -> list[list[tuple[str, float]]]:
+    scores, rows = index.search(np.ascontiguousarray(query_emb, dtype=np.float32), k)
+    return [
+        [(docids[r], float(s)) for r, s in zip(row_ids, row_scores) if r >= 0]
+        for row_ids, row_scores in zip(rows, scores)
+    ]
+
+
+def to_run(qids: list[str], hits: list[list[tuple[str, float]]]) -> Run:
+    return {q: dict(h) for q, h in zip(qids, hits)}
+
+
+def save(out_dir: Path, index: faiss.Index, docids: list[str], corpus: Corpus, meta: dict[str, Any]) -> None:
+    with atomic_dir(out_dir) as tmp:
+        faiss.write_index(index, str(tmp / "faiss.index"))
+        (tmp / "docids.json").write_text(json.dumps(docids))
+        with (tmp / "passages.jsonl").open("w", encoding="utf-8") as fh:
+            for d in docids:
+                fh.write(json.dumps({"_id": d, **corpus[d]}, ensure_ascii=False) + "\n")
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+@dataclass
+class LoadedIndex:
+    index: faiss.Index
+    docids: list[str]
+    passages: list[dict[str, str]]
+    meta: dict[str, Any]
+
+
+def load(index_dir: Path) -> LoadedIndex:
+    """Load and cross-check an index folder; any problem names the file and `dvc repro index`."""
+    fix = "run `dvc repro index` (or `dvc pull`) to rebuild it"
+    paths = {n: index_dir / n for n in ("faiss.index", "docids.json", "passages.jsonl", "meta.json")}
+    for path in paths.values():
+        if not path.exists():
+            raise ArtifactError(f"{path} is missing: {fix}")
+    try:
+        index = faiss.read_index(str(paths["faiss.index"]))
+    except RuntimeError as exc:
+        raise ArtifactError(f"{paths['faiss.index']} is corrupt ({str(exc)[:120]}): {fix}") from exc
+    try:
+        docids = json.loads(paths["docids.json"].read_text())
+        meta = json.loads(paths["meta.json"].read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{exc.doc[:0]}index json is corrupt in {index_dir} ({exc.msg}): {fix}") from exc
+    try:
+        passages = [
+            {"_id": str(r["_id"]), "title": str(r.get("title", "")), "text": str(r["text"])}
+            for _, r in read_jsonl(paths["passages.jsonl"], ("_id", "text"))
+        ]
+    except Exception as exc:  # noqa: BLE001 - DataError or a decode error: same fix
+        raise ArtifactError(f"{paths['passages.jsonl']} is corrupt ({exc}): {fix}") from exc
+    if not (index.ntotal == len(docids) == len(passages)):
+        raise ArtifactError(
+            f"{index_dir}: faiss.index has {index.ntotal} vectors, docids.json {len(docids)}, "
+            f"passages.jsonl {len(passages)}; they must match: {fix}"
+        )
+    if isinstance(index, faiss.IndexHNSWFlat) and "ef_search" in meta.get("index", {}):
+        index.hnsw.efSearch = int(meta["index"]["ef_search"])
+    return LoadedIndex(index, docids, passages, meta)

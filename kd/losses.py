@@ -1,0 +1,69 @@
+"""Distillation losses as pure functions of score tensors, plus their weighted sum.
+
+Shapes: a batch of B queries, each with a group of G = 1 + N passages (positive first).
+`student`, `teacher`: [B, G] scores. The module `DistillLoss` only encodes and calls these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+def margin_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """MSE between student and teacher margins (positive minus each negative) [Hofstätter et al. 2020]."""
+    s_margin = student[:, :1] - student[:, 1:]
+    t_margin = teacher[:, :1] - teacher[:, 1:]
+    return F.mse_loss(s_margin, t_margin)
+
+
+def listwise_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) between each group's softmax at `temperature`, mean over queries."""
+    log_p_student = F.log_softmax(student / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher / temperature, dim=-1)
+    return F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
+
+
+def in_batch_infonce(q_emb: torch.Tensor, p_emb: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE: query i's positive is row i of `p_emb`; every other passage in the batch is a negative.
+
+    `p_emb` may hold more rows than queries (positives first, then the hard negatives), which
+    only adds negatives.
+    """
+    logits = q_emb @ p_emb.T / temperature
+    target = torch.arange(q_emb.shape[0], device=q_emb.device)
+    return F.cross_entropy(logits, target)
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    margin_mse: float = 0.6
+    listwise_kl: float = 0.2
+    in_batch: float = 0.2
+    kl_temperature: float = 0.05
+    in_batch_temperature: float = 0.05
+
+
+def combined(
+    q_emb: torch.Tensor, p_emb: torch.Tensor, teacher: torch.Tensor, w: LossWeights
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Weighted sum of the three losses from normalised embeddings.
+
+    q_emb: [B, D]; p_emb: [B, G, D] (positive at index 0); teacher: [B, G].
+    Returns the total and each component's value (for the curves).
+    """
+    student = torch.einsum("bd,bgd->bg", q_emb, p_emb)
+    parts = {
+        "margin_mse": margin_mse(student, teacher),
+        "listwise_kl": listwise_kl(student, teacher, w.kl_temperature),
+        "in_batch": in_batch_infonce(
+            q_emb, torch.cat([p_emb[:, 0], p_emb[:, 1:].reshape(-1, p_emb.shape[-1])]), w.in_batch_temperature
+        ),
+    }
+    weights = {"margin_mse": w.margin_mse, "listwise_kl": w.listwise_kl, "in_batch": w.in_batch}
+    total = sum(weights[k] * v for k, v in parts.items() if weights[k])
+    if not isinstance(total, torch.Tensor):
+        raise ValueError("all loss weights are 0: set loss.margin_mse, loss.listwise_kl or loss.in_batch > 0")
+    return total, {k: float(v.detach()) for k, v in parts.items()}

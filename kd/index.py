@@ -45,7 +45,9 @@ def build(emb: np.ndarray, cfg: IndexConfig) -> faiss.Index:
 
 
 def search(index: faiss.Index, query_emb: np.ndarray, docids: list[str], k: int) -> list[list[tuple[str, float]]]:
-    scores, rows = index.search(np.ascontiguousarray(query_emb, dtype=np.float32), k)
+    if len(query_emb) == 0:
+        return []
+    scores, rows = index.search(np.ascontiguousarray(query_emb, dtype=np.float32), min(k, index.ntotal))
     return [
         [(docids[r], float(s)) for r, s in zip(row_ids, row_scores) if r >= 0]
         for row_ids, row_scores in zip(rows, scores)
@@ -85,11 +87,13 @@ def load(index_dir: Path) -> LoadedIndex:
         index = faiss.read_index(str(paths["faiss.index"]))
     except RuntimeError as exc:
         raise ArtifactError(f"{paths['faiss.index']} is corrupt ({str(exc)[:120]}): {fix}") from exc
-    try:
-        docids = json.loads(paths["docids.json"].read_text())
-        meta = json.loads(paths["meta.json"].read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{exc.doc[:0]}index json is corrupt in {index_dir} ({exc.msg}): {fix}") from exc
+    loaded_json = {}
+    for name in ("docids.json", "meta.json"):
+        try:
+            loaded_json[name] = json.loads(paths[name].read_text())
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{paths[name]} is corrupt ({exc.msg}): {fix}") from exc
+    docids, meta = loaded_json["docids.json"], loaded_json["meta.json"]
     try:
         passages = [
             {"_id": str(r["_id"]), "title": str(r.get("title", "")), "text": str(r["text"])}
@@ -102,6 +106,22 @@ def load(index_dir: Path) -> LoadedIndex:
             f"{index_dir}: faiss.index has {index.ntotal} vectors, docids.json {len(docids)}, "
             f"passages.jsonl {len(passages)}; they must match: {fix}"
         )
+    bad = next((i for i, (d, p) in enumerate(zip(docids, passages)) if d != p["_id"]), None)
+    if bad is not None:
+        raise ArtifactError(
+            f"{index_dir}: row {bad} is '{docids[bad]}' in docids.json but '{passages[bad]['_id']}' "
+            f"in passages.jsonl; they must list the same passages in the same order: {fix}"
+        )
     if isinstance(index, faiss.IndexHNSWFlat) and "ef_search" in meta.get("index", {}):
         index.hnsw.efSearch = int(meta["index"]["ef_search"])
     return LoadedIndex(index, docids, passages, meta)
+
+
+def embed_corpus(model: Any, corpus: Corpus, prefix: str, batch_size: int) -> tuple[list[str], np.ndarray]:
+    """Passage ids (sorted, so row order is stable) and their normalised embeddings."""
+    from kd.data.io import passage_text
+    from kd.models import encode
+
+    docids = sorted(corpus)
+    emb = encode(model, [passage_text(corpus[d]) for d in docids], prefix, batch_size, progress=True)
+    return docids, emb

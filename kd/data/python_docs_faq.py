@@ -326,7 +326,8 @@ def chunk_sections(sections: Iterable[Section], min_words: int, max_words: int) 
                 chunks.append(current[:max_words])
                 current = current[max_words:]
         if current:
-            if chunks and len(current) < min_words // 3 and len(chunks[-1]) + len(current) <= max_words + min_words // 3:
+            # a short tail joins the previous passage only if that stays within max_words
+            if chunks and len(current) < min_words // 3 and len(chunks[-1]) + len(current) <= max_words:
                 chunks[-1].extend(current)
             else:
                 chunks.append(current)

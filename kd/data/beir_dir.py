@@ -1,0 +1,53 @@
+"""Any local BEIR-format folder (users' own corpora) into the canonical dataset.
+
+Expected: corpus.jsonl, queries.jsonl, qrels/<split>.tsv for split in train, dev|val, test.
+Missing train/val qrels are fine (the pipeline then has nothing to train on and says so).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kd.data.io import Dataset, Qrels, Queries, read_corpus, read_qrels, read_queries
+from kd.errors import DataError
+
+SPLIT_FILES = {"train": ("train",), "val": ("dev", "val", "validation"), "test": ("test",)}
+
+
+def _limit(qrels: Qrels, n: int | None) -> Qrels:
+    return qrels if n is None else {q: qrels[q] for q in sorted(qrels)[:n]}
+
+
+def load(
+    path: str | None,
+    max_train_queries: int | None = None,
+    max_val_queries: int | None = None,
+    max_test_queries: int | None = None,
+    max_passages: int | None = None,
+) -> Dataset:
+    if not path:
+        raise DataError("data=beir_dir needs data.path: `dvc exp run -S data=beir_dir -S data.path=/abs/dir`")
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data.path={root} is not a folder (want corpus.jsonl, queries.jsonl, qrels/)")
+    corpus = read_corpus(root / "corpus.jsonl")
+    all_queries = read_queries(root / "queries.jsonl")
+    limits = {"train": max_train_queries, "val": max_val_queries, "test": max_test_queries}
+    queries: dict[str, Queries] = {}
+    qrels: dict[str, Qrels] = {}
+    for split, names in SPLIT_FILES.items():
+        found = [root / "qrels" / f"{n}.tsv" for n in names if (root / "qrels" / f"{n}.tsv").exists()]
+        split_qrels = read_qrels(found[0], corpus) if found else {}
+        split_qrels = {q: d for q, d in split_qrels.items() if any(r > 0 for r in d.values())}
+        missing = sorted(set(split_qrels) - set(all_queries))
+        if missing:
+            raise DataError(f"{found[0]}: query '{missing[0]}' is not in {root / 'queries.jsonl'}")
+        qrels[split] = _limit(split_qrels, limits[split])
+        queries[split] = {q: all_queries[q] for q in qrels[split]}
+    if not qrels["test"]:
+        raise DataError(f"{root / 'qrels' / 'test.tsv'} is missing or empty: a test split is required")
+    if max_passages is not None and max_passages < len(corpus):
+        keep = {d for s in qrels.values() for docs in s.values() for d in docs}
+        keep |= set(sorted(set(corpus) - keep)[: max(0, max_passages - len(keep))])
+        corpus = {d: v for d, v in corpus.items() if d in keep}
+    return Dataset(corpus, queries, qrels, {"name": "beir_dir", "source": f"local:{root.resolve()}"})

@@ -1,0 +1,209 @@
+"""Student training: sentence-transformers' trainer with the distillation loss.
+
+`DistillLoss.forward` only encodes; the maths is `kd.losses.combined`. Validation nDCG@10 each
+epoch comes from sentence-transformers' InformationRetrievalEvaluator over a small val corpus
+(judged + BM25 candidates of the val queries); the best epoch's weights are kept.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kd.config import LossConfig, ModelConfig, TrainConfig
+from kd.errors import DataError
+from kd.losses import LossWeights, combined
+
+VAL_METRIC = "val_cosine_ndcg@10"
+
+
+class DistillLoss(nn.Module):
+    """Encode query + group, hand the normalised embeddings to the pure loss; keep components."""
+
+    def __init__(self, model: nn.Module, weights: LossWeights) -> None:
+        super().__init__()
+        self.model = model
+        self.weights = weights
+        self.components: dict[str, list[float]] = {}
+
+    def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: torch.Tensor) -> torch.Tensor:
+        embs = [F.normalize(self.model(f)["sentence_embedding"], dim=-1) for f in sentence_features]
+        q, p = embs[0], torch.stack(embs[1:], dim=1)
+        total, parts = combined(q, p, labels.to(q.dtype), self.weights)
+        for k, v in parts.items():
+            self.components.setdefault(k, []).append(v)
+        self.components.setdefault("total", []).append(float(total.detach()))
+        return total
+
+    def drain(self) -> dict[str, float]:
+        """Mean of each component since the last call (one logging window)."""
+        out = {k: sum(v) / len(v) for k, v in self.components.items() if v}
+        self.components = {}
+        return out
+
+
+def training_rows(
+    scores: pd.DataFrame, query_text: dict[str, str], doc_text: dict[str, str], student: ModelConfig
+) -> dict[str, list[Any]]:
+    """Teacher-scores parquet -> columns the trainer feeds to the loss (query, doc_0.., label)."""
+    if scores.empty:
+        raise DataError(
+            "artifacts/teacher_scores.parquet has no groups: no training query got candidates. "
+            "Check data.max_train_queries and mining.depth, then `dvc repro teacher`."
+        )
+    size = len(scores["doc_ids"].iloc[0])
+    cols: dict[str, list[Any]] = {"query": []}
+    cols.update({f"doc_{i}": [] for i in range(size)})
+    cols["label"] = []
+    for row in scores.itertuples():
+        if len(row.doc_ids) != size:
+            raise DataError(f"teacher scores: group of {row.qid} has {len(row.doc_ids)} docs, others {size}")
+        cols["query"].append(student.query_prefix + query_text[row.qid])
+        for i, d in enumerate(row.doc_ids):
+            cols[f"doc_{i}"].append(student.passage_prefix + doc_text[d])
+        cols["label"].append([float(s) for s in row.scores])
+    return cols
+
+
+@dataclass
+class Curves:
+    """What the trainer saw, for dvc plots and MLflow."""
+
+    steps: list[dict[str, float]] = field(default_factory=list)
+    epochs: list[dict[str, float]] = field(default_factory=list)
+
+    def write(self, out_dir: Path) -> None:
+        from kd.atomic import atomic_path
+
+        for name, rows in (("loss.csv", self.steps), ("val.csv", self.epochs)):
+            if not rows:
+                continue
+            with atomic_path(out_dir / name) as tmp, tmp.open("w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+
+
+def train(
+    model: Any,
+    rows: dict[str, list[Any]],
+    evaluator: Any,
+    loss_cfg: LossConfig,
+    cfg: TrainConfig,
+    seed: int,
+    work_dir: Path,
+    on_metrics: Callable[[str, float, int], None] | None = None,
+) -> Curves:
+    """Fit `model` in place; return curves. Keeps the best epoch by val nDCG@10."""
+    from datasets import Dataset as HFDataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.training_args import BatchSamplers
+    from transformers import TrainerCallback, set_seed
+
+    set_seed(seed)
+    model.max_seq_length = cfg.max_seq_length
+    weights = LossWeights(
+        loss_cfg.margin_mse, loss_cfg.listwise_kl, loss_cfg.in_batch, loss_cfg.kl_temperature,
+        loss_cfg.in_batch_temperature,
+    )  # fmt: skip
+    loss = DistillLoss(model, weights)
+    curves = Curves()
+    n = len(rows["query"])
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    log_every = max(1, steps_per_epoch // 10)
+    base = evaluator(model)
+    curves.epochs.append({"epoch": 0, "val_ndcg@10": base[VAL_METRIC]})
+    if on_metrics:
+        on_metrics("val_ndcg_at_10", base[VAL_METRIC], 0)
+
+    class Recorder(TrainerCallback):  # type: ignore[misc]
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            parts = loss.drain()
+            if parts and logs and "loss" in logs:
+                row = {"step": state.global_step, "epoch": round(state.epoch or 0, 3), **parts,
+                       "learning_rate": logs.get("learning_rate", 0.0)}  # fmt: skip
+                curves.steps.append(row)
+                if on_metrics:
+                    for k, v in parts.items():
+                        on_metrics(f"loss_{k}", v, state.global_step)
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any) -> None:
+            value = (metrics or {}).get(f"eval_{VAL_METRIC}")
+            if value is not None:
+                epoch = round(state.epoch or 0)
+                curves.epochs.append({"epoch": epoch, "val_ndcg@10": value})
+                if on_metrics:
+                    on_metrics("val_ndcg_at_10", value, epoch)
+
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(work_dir),
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        warmup_ratio=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,  # in-batch negatives must not be someone's positive
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        load_best_model_at_end=True,
+        metric_for_best_model=f"eval_{VAL_METRIC}",
+        greater_is_better=True,
+        logging_steps=log_every,
+        seed=seed,
+        data_seed=seed,
+        use_cpu=True,
+        report_to="none",
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+        save_only_model=True,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model,
+        args=args,
+        train_dataset=HFDataset.from_dict(rows),
+        loss=loss,
+        evaluator=evaluator,
+        callbacks=[Recorder()],
+    )
+    trainer.train()
+    return curves
+
+
+def val_evaluator(
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    corpus_text: dict[str, str],
+    student: ModelConfig,
+) -> Any:
+    from sentence_transformers.evaluation import InformationRetrievalEvaluator
+    from sentence_transformers.util import cos_sim
+
+    relevant = {q: {d for d, r in docs.items() if r > 0} for q, docs in qrels.items() if q in queries}
+    return InformationRetrievalEvaluator(
+        queries={q: queries[q] for q in relevant},
+        corpus=corpus_text,
+        relevant_docs=relevant,
+        name="val",
+        ndcg_at_k=[10],
+        mrr_at_k=[10],
+        accuracy_at_k=[1, 10],
+        precision_recall_at_k=[10],
+        map_at_k=[10],
+        show_progress_bar=False,
+        batch_size=student.batch_size,
+        query_prompt=student.query_prefix or None,
+        corpus_prompt=student.passage_prefix or None,
+        score_functions={"cosine": cos_sim},
+        main_score_function="cosine",
+    )
+

@@ -46,6 +46,7 @@ class ModelConfig:
     batch_size: int = 32
     query_prefix: str = ""
     passage_prefix: str = ""
+    chunk_groups: int = 64  # teacher only: groups per kept chunk of the resumable teacher stage
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,14 @@ from kd.metrics import Run
 def build(emb: np.ndarray, cfg: IndexConfig) -> faiss.Index:
     """HNSW (or exact flat) inner-product index. Built single-threaded so it is deterministic."""
     dim = emb.shape[1]
+    index: faiss.Index
     if cfg.type == "flat":
         index = faiss.IndexFlatIP(dim)
     elif cfg.type == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, cfg.M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = cfg.ef_construction
-        index.hnsw.efSearch = cfg.ef_search
+        hnsw = faiss.IndexHNSWFlat(dim, cfg.M, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efConstruction = cfg.ef_construction
+        hnsw.hnsw.efSearch = cfg.ef_search
+        index = hnsw
     else:
         raise ConfigError(f"index.type={cfg.type!r} is unknown: use 'hnsw' or 'flat' (conf/index/)")
     threads = faiss.omp_get_max_threads()

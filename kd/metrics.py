@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import ir_measures
-from ir_measures import R, RR, nDCG
+from ir_measures import RR, R, nDCG
 from scipy import stats
 
 from kd.atomic import atomic_path
@@ -62,7 +62,7 @@ def paired_test(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
 
 def write_trec(run: Run, path: Path, tag: str) -> None:
     """`qid Q0 docid rank score tag`, ranks from 1 in score order."""
-    lines = []
+    lines: list[str] = []
     for qid in sorted(run):
         ranked = sorted(run[qid].items(), key=lambda kv: (-kv[1], kv[0]))
         lines.extend(f"{qid} Q0 {d} {i} {s:.6f} {tag}\n" for i, (d, s) in enumerate(ranked, 1))

@@ -211,7 +211,7 @@ class CrossEncoderTeacher:
 
     def score(self, queries: list[str], passages: list[str], progress: bool = False) -> np.ndarray:
         pairs = [(self.cfg.query_prefix + q, self.cfg.passage_prefix + p) for q, p in zip(queries, passages)]
-        out = self.model.predict(pairs, batch_size=self.cfg.batch_size, show_progress_bar=progress)
+        out = self.model.predict(pairs, batch_size=self.cfg.batch_size, show_progress_bar=progress)  # type: ignore[arg-type]
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from kd.atomic import atomic_path
+from kd.atomic import atomic_path, write_text
 from kd.config import ModelConfig
 from kd.models import BiEncoderTeacher, CrossEncoderTeacher
 
@@ -120,15 +120,24 @@ def score_groups(
             for f in stale.iterdir():
                 f.unlink()
             stale.rmdir()
-    (parts_dir / "inputs.json").write_text(json.dumps({"rows": len(groups), "chunk_size": chunk_size}))
+    inputs = {"rows": len(groups), "chunk_size": chunk_size}
+    marker = parts_dir / "inputs.json"
+    try:
+        same_layout = json.loads(marker.read_text()) == inputs
+    except (OSError, ValueError):
+        same_layout = False
+    if not same_layout:  # chunks cut at another size (teacher.chunk_groups changed) do not line up
+        for f in parts_dir.glob("part-*.parquet"):
+            f.unlink()
+        write_text(marker, json.dumps(inputs))
     frames = []
     n_chunks = (len(groups) + chunk_size - 1) // chunk_size
     for i in tqdm(range(n_chunks), desc="teacher chunks", unit="chunk"):
         path = parts_dir / f"part-{i:05d}.parquet"
         if not path.exists():
             rows = groups.iloc[i * chunk_size : (i + 1) * chunk_size]
-            doc_ids = [[r.pos_id, *r.neg_ids] for r in rows.itertuples()]
-            qs = [query_text[r.qid] for r, ids in zip(rows.itertuples(), doc_ids) for _ in ids]
+            doc_ids = [[str(p), *map(str, n)] for p, n in zip(rows["pos_id"], rows["neg_ids"])]
+            qs = [query_text[str(q)] for q, ids in zip(rows["qid"], doc_ids) for _ in ids]
             ps = [doc_text[d] for ids in doc_ids for d in ids]
             flat = teacher.score(qs, ps, progress=False)
             sizes = [len(ids) for ids in doc_ids]

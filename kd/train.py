@@ -64,13 +64,14 @@ def training_rows(
     cols: dict[str, list[Any]] = {"query": []}
     cols.update({f"doc_{i}": [] for i in range(size)})
     cols["label"] = []
-    for row in scores.itertuples():
-        if len(row.doc_ids) != size:
-            raise DataError(f"teacher scores: group of {row.qid} has {len(row.doc_ids)} docs, others {size}")
-        cols["query"].append(student.query_prefix + query_text[row.qid])
-        for i, d in enumerate(row.doc_ids):
+    for qid, doc_ids, group_scores in zip(scores["qid"], scores["doc_ids"], scores["scores"]):
+        ids = [str(d) for d in doc_ids]
+        if len(ids) != size:
+            raise DataError(f"teacher scores: group of {qid} has {len(ids)} docs, others {size}")
+        cols["query"].append(student.query_prefix + query_text[str(qid)])
+        for i, d in enumerate(ids):
             cols[f"doc_{i}"].append(student.passage_prefix + doc_text[d])
-        cols["label"].append([float(s) for s in row.scores])
+        cols["label"].append([float(s) for s in group_scores])
     return cols
 
 

@@ -33,7 +33,9 @@ def main(p: Params) -> None:
     fingerprint = hashlib.sha1(NEGATIVES.read_bytes() + model_key(p.teacher).encode()).hexdigest()[:16]
     teacher = CachedTeacher(load_teacher(p.teacher), cache_dir() / "teacher")
     doc_text = {d: passage_text(v) for d, v in ds.corpus.items()}
-    scores = score_groups(groups, ds.queries["train"], doc_text, teacher, cache_dir() / "teacher_chunks", fingerprint)
+    scores = score_groups(
+        groups, ds.queries["train"], doc_text, teacher, cache_dir() / "teacher_chunks", fingerprint, p.teacher.chunk_groups
+    )
     with atomic_path(OUT) as tmp:
         scores.to_parquet(tmp, index=False)
     margins = [s[0] - max(s[1:]) for s in scores["scores"]]

@@ -89,7 +89,8 @@ def fetch_debian_docs(package: str, cache: Path = CACHE_DIR) -> tuple[Path, str]
         version = subprocess.run(
             ["dpkg-deb", "-f", str(debs[0]), "Version"], capture_output=True, text=True, check=True
         ).stdout.strip()
-        staging = Path(tempfile.mkdtemp(dir=cache.mkdir(parents=True, exist_ok=True) or cache))
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=cache))
         subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(staging)], check=True)
         (staging / ".version").write_text(f"{package} {version}\n")
         if target.exists():

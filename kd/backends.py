@@ -1,0 +1,391 @@
+"""Fast CPU student backends: PyTorch, ONNX Runtime, and ONNX Runtime with int8 dynamic quantization.
+
+Selected by `student.backend` (`torch` | `onnx` | `onnx-int8`) for indexing and serving. The ONNX
+variants are exported offline from a trained sentence-transformers folder (e.g. `artifacts/student`)
+into a separate folder, never into the checkpoint itself (a DVC out, or the packaged model inside
+site-packages):
+
+    <export dir>/                 a complete sentence-transformers folder (tokenizer, pooling, ...)
+        onnx/model.onnx                       backend `onnx`
+        onnx/model_qint8_<cpu config>.onnx    backend `onnx-int8` (the float model is not kept)
+        kd_export.json                        what it was exported from (content fingerprint)
+
+An export is atomic (temp folder beside the target, then rename), serialised across processes by a
+lock file, and reused as long as the checkpoint's content fingerprint is unchanged — so a `dvc
+checkout` of another student (which may restore *older* mtimes) still triggers a fresh export.
+
+Threads: `configure_threads(n)` sets torch, FAISS (OpenMP) and the ONNX Runtime sessions that
+`load_student` creates afterwards; the default is every core this process may run on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from kd.atomic import atomic_dir
+from kd.errors import ConfigError, ModelLoadError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+Backend = Literal["torch", "onnx", "onnx-int8"]
+QuantConfig = Literal["arm64", "avx2", "avx512", "avx512_vnni"]
+
+BACKENDS: Final[tuple[str, ...]] = ("torch", "onnx", "onnx-int8")
+QUANT_CONFIGS: Final[tuple[str, ...]] = ("arm64", "avx2", "avx512", "avx512_vnni")
+MARKER: Final = "kd_export.json"
+FLOAT_FILE: Final = "onnx/model.onnx"
+EXPORT_FORMAT: Final = 1  # bump to invalidate every existing export
+
+_ORT_THREADS: int | None = None  # set by configure_threads; None = ONNX Runtime's own default
+
+
+def check_backend(backend: str) -> Backend:
+    """`backend` if it is known, else a ConfigError naming the `student.backend` key and the choices."""
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"student.backend={backend!r} is unknown: use one of {', '.join(BACKENDS)} "
+            "(conf/student/, or `dvc exp run -S student.backend=onnx`)"
+        )
+    return backend  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- CPU
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def pick_quant_config(flags: set[str] | None = None, machine: str | None = None) -> QuantConfig:
+    """The int8 dynamic-quantization config this CPU runs best.
+
+    VNNI (int8 dot products) > AVX-512 > AVX2. `avx2` is also the fallback for an unknown x86 CPU:
+    its u8/u8 scheme is the one that is exact on CPUs without VNNI (no int16 saturation).
+    """
+    machine = (machine or platform.machine()).lower()
+    if machine in ("arm64", "aarch64"):
+        return "arm64"
+    flags = cpu_flags() if flags is None else flags
+    if "avx512_vnni" in flags or "avx512vnni" in flags:
+        return "avx512_vnni"
+    if {"avx512f", "avx512bw"} <= flags:
+        return "avx512"
+    if "avx2" not in flags:
+        logger.warning("no AVX2 in the CPU flags: using the portable avx2 int8 config (may be slow)")
+    return "avx2"
+
+
+def available_cores() -> int:
+    """Cores this process may run on (cgroup/affinity aware where the OS tells)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+@dataclass(frozen=True)
+class ThreadSettings:
+    torch: int
+    torch_interop: int | None
+    faiss: int
+    onnxruntime: int
+
+
+def configure_threads(n: int | None = None, faiss_threads: int | None = None) -> ThreadSettings:
+    """Set the thread pools of torch, FAISS and (for sessions created later) ONNX Runtime.
+
+    Default `n`: every available core (2 on the reference box). One process serves requests one
+    forward pass at a time (the service locks the model), so all cores go to that pass; more threads
+    than cores only adds contention. `faiss_threads` defaults to `n`; a single-query HNSW search
+    runs on one thread whatever it is set to.
+    """
+    import faiss
+    import torch
+
+    n = available_cores() if n is None else n
+    if n < 1:
+        raise ConfigError(f"thread count must be >= 1, got {n}")
+    faiss_n = n if faiss_threads is None else faiss_threads
+    torch.set_num_threads(n)
+    interop: int | None = None
+    try:
+        torch.set_num_interop_threads(1)  # only allowed before any inter-op work has started
+        interop = 1
+    except RuntimeError:
+        interop = None
+    faiss.omp_set_num_threads(faiss_n)
+    global _ORT_THREADS
+    _ORT_THREADS = n
+    return ThreadSettings(torch=n, torch_interop=interop, faiss=faiss_n, onnxruntime=n)
+
+
+def ort_session_options(threads: int | None = None) -> Any:
+    """ONNX Runtime session options: `threads` intra-op threads (default: `configure_threads`'s)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    n = threads if threads is not None else _ORT_THREADS
+    if n is not None:
+        so.intra_op_num_threads = n
+        so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return so
+
+
+# ---------------------------------------------------------------- export
+
+
+def fingerprint(model_dir: Path) -> str:
+    """sha256 over every file's relative path and content (an `onnx/` subfolder excluded).
+
+    ~0.2 s for MiniLM (90 MB). Content, not mtimes: DVC may restore another checkpoint with old mtimes.
+    """
+    digest = hashlib.sha256()
+    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and "onnx" not in p.relative_to(model_dir).parts[:1])
+    for path in files:
+        digest.update(path.relative_to(model_dir).as_posix().encode() + b"\0")
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def onnx_file_name(quantize: bool, quant_config: str | None = None) -> str:
+    if not quantize:
+        return FLOAT_FILE
+    return f"onnx/model_qint8_{quant_config or pick_quant_config()}.onnx"
+
+
+def read_marker(out_dir: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads((out_dir / MARKER).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_fresh(out_dir: Path, source_fingerprint: str, file_name: str) -> bool:
+    """The export in `out_dir` exists, is complete, and was made from this exact checkpoint."""
+    marker = read_marker(out_dir)
+    return (
+        marker is not None
+        and marker.get("format") == EXPORT_FORMAT
+        and marker.get("fingerprint") == source_fingerprint
+        and marker.get("file_name") == file_name
+        and (out_dir / file_name).is_file()
+        and (out_dir / "modules.json").is_file()
+    )
+
+
+@contextlib.contextmanager
+def _export_lock(out_dir: Path) -> Iterator[None]:
+    """An exclusive lock file beside `out_dir`, so two processes never export the same folder at once."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = out_dir.parent / f".{out_dir.name}.lock"
+    with lock_path.open("a+") as fh:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no cross-process lock; the export is still atomic
+            yield
+            return
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("sentence-transformers", "optimum-onnx", "optimum", "onnxruntime", "transformers", "torch"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def export_onnx(
+    student_dir: Path | str,
+    out_dir: Path | str,
+    quantize: bool = False,
+    quant_config: QuantConfig | None = None,
+    float_export: Path | str | None = None,
+) -> Path:
+    """Export a sentence-transformers folder to ONNX (optionally int8-quantized) in `out_dir`; return it.
+
+    Idempotent: an export made from the same checkpoint content is reused (nothing is written).
+    Atomic: built in a temp folder beside `out_dir`, then renamed into place. Load the result with
+    `load_student` (or `SentenceTransformer(out_dir, backend="onnx", model_kwargs={"file_name": ...})`
+    with the `file_name` recorded in `out_dir/kd_export.json`).
+
+    `float_export`: a float `onnx` export of the same checkpoint; when it is fresh, the int8 export
+    quantizes a copy of it instead of exporting from PyTorch again (about half the time).
+    """
+    from sentence_transformers import SentenceTransformer
+
+    src = Path(student_dir).expanduser()
+    out = Path(out_dir).expanduser()
+    if not (src / "modules.json").is_file():
+        raise ModelLoadError(f"{src} is not a sentence-transformers folder (no modules.json): nothing to export")
+    if out.resolve() == src.resolve():
+        raise ConfigError(f"export folder {out} must differ from the checkpoint folder {src}")
+    qc: str | None = None
+    if quantize:
+        qc = quant_config or pick_quant_config()
+        if qc not in QUANT_CONFIGS:
+            raise ConfigError(f"int8 quantization config {qc!r} is unknown: use one of {', '.join(QUANT_CONFIGS)}")
+    file_name = onnx_file_name(quantize, qc)
+    fp = fingerprint(src)
+    if is_fresh(out, fp, file_name):
+        return out
+    with _export_lock(out):
+        if is_fresh(out, fp, file_name):  # another process finished it while we waited
+            return out
+        started = time.perf_counter()
+        logger.info("exporting %s to ONNX%s in %s", src, f" (int8, {qc})" if qc else "", out)
+        with atomic_dir(out) as tmp:
+            reuse = Path(float_export) if float_export is not None else None
+            if qc is not None and reuse is not None and is_fresh(reuse, fp, FLOAT_FILE):
+                shutil.copytree(reuse, tmp, dirs_exist_ok=True)
+                (tmp / MARKER).unlink()
+            else:
+                model = SentenceTransformer(str(src), device="cpu", backend="onnx", model_kwargs={"export": True})
+                model.save(str(tmp))
+                del model
+            if not (tmp / FLOAT_FILE).is_file():
+                raise ModelLoadError(f"ONNX export of {src} wrote no {FLOAT_FILE}")
+            if qc is not None:
+                from sentence_transformers.backend import export_dynamic_quantized_onnx_model
+
+                float_model = SentenceTransformer(
+                    str(tmp), device="cpu", backend="onnx", model_kwargs={"file_name": FLOAT_FILE}
+                )
+                with _quiet_root_logger():  # the quantizer logs one INFO line per tensor on the root logger
+                    export_dynamic_quantized_onnx_model(float_model, qc, str(tmp))  # type: ignore[arg-type]
+                del float_model
+                if not (tmp / file_name).is_file():
+                    raise ModelLoadError(f"int8 quantization of {src} wrote no {file_name}")
+                (tmp / FLOAT_FILE).unlink()  # one .onnx per folder: no ambiguity when loading
+                for extra in (tmp / "onnx").glob("*.onnx_data"):
+                    extra.unlink()
+            marker = {
+                "format": EXPORT_FORMAT,
+                "source": str(src.resolve()),
+                "fingerprint": fp,
+                "file_name": file_name,
+                "quantize": quantize,
+                "quant_config": qc,
+                "versions": _versions(),
+                "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            }
+            (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        logger.info("exported %s in %.1f s", out / file_name, time.perf_counter() - started)
+    return out
+
+
+def default_export_dir(student_dir: Path | str, backend: str) -> Path:
+    """`<cache>/onnx/<folder name>-<hash of its absolute path>-<backend>` (git-ignored, shared by copies)."""
+    from kd.paths import cache_dir
+
+    src = Path(student_dir).expanduser().resolve()
+    tag = hashlib.sha1(str(src).encode()).hexdigest()[:10]
+    return cache_dir() / "onnx" / f"{src.name}-{tag}-{check_backend(backend)}"
+
+
+# ---------------------------------------------------------------- load
+
+
+def load_student(
+    student_dir: Path | str,
+    backend: str = "torch",
+    max_seq_length: int | None = None,
+    export_dir: Path | str | None = None,
+    threads: int | None = None,
+) -> SentenceTransformer:
+    """The student on the chosen backend; `onnx`/`onnx-int8` export on first use (then reuse it).
+
+    `student_dir`: a sentence-transformers folder or a packaged name (`minilm`). `export_dir`
+    defaults to `default_export_dir(student_dir, backend)`. `threads`: ONNX Runtime intra-op threads
+    (default: what `configure_threads` set, else ONNX Runtime's own default, one per physical core).
+    Every backend returns the same `SentenceTransformer` interface, so `kd.models.encode` and the
+    service's `Engine` need no change.
+    """
+    from kd.models import load_bi_encoder, resolve
+
+    kind = check_backend(backend)
+    if kind == "torch":
+        return load_bi_encoder(str(student_dir), max_seq_length)
+    from sentence_transformers import SentenceTransformer
+
+    src = Path(resolve(str(student_dir)))
+    if not src.is_dir():
+        raise ModelLoadError(f"student {student_dir!r} is not a local folder: the ONNX backends need one to export")
+    out = Path(export_dir) if export_dir is not None else default_export_dir(src, kind)
+    if kind == "onnx-int8":
+        float_dir = default_export_dir(src, "onnx") if export_dir is None else None
+        export_onnx(src, out, quantize=True, float_export=float_dir)
+    else:
+        export_onnx(src, out)
+    marker = read_marker(out) or {}
+    file_name = str(marker.get("file_name") or FLOAT_FILE)
+    try:
+        model = SentenceTransformer(
+            str(out),
+            device="cpu",
+            backend="onnx",
+            model_kwargs={
+                "file_name": file_name,
+                "provider": "CPUExecutionProvider",
+                "session_options": ort_session_options(threads),
+            },
+        )
+    except Exception as exc:  # noqa: BLE001 - a broken export: say where and how to redo it
+        raise ModelLoadError(
+            f"could not load the {kind} export in {out} ({type(exc).__name__}: {str(exc)[:200]}); "
+            f"delete {out} to export it again"
+        ) from exc
+    if max_seq_length:
+        model.max_seq_length = max_seq_length
+    return model
+
+
+def clear_export(out_dir: Path | str) -> None:
+    """Delete an export folder (the next `load_student` exports again)."""
+    shutil.rmtree(Path(out_dir), ignore_errors=True)

@@ -1,0 +1,62 @@
+"""Shared, session-scoped fixtures: the real CPython docs, the full FAQ dataset, the packaged MiniLM."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["DVC_NO_ANALYTICS"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from kd.config import load_params  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def params():
+    return load_params(ROOT / "params.yaml")
+
+
+def build_kwargs(params) -> dict:
+    """`kd.data.python_docs_faq.build` keyword arguments from the committed params."""
+    d = params.data
+    return dict(
+        min_words=d.min_words,
+        max_words=d.max_words,
+        max_passages=d.max_passages,
+        max_train_queries=d.max_train_queries,
+        max_val_queries=d.max_val_queries,
+        max_test_queries=d.max_test_queries,
+        exclude=tuple(d.exclude),
+        seed=params.seed,
+    )
+
+
+@pytest.fixture(scope="session")
+def doc_sources():
+    """(the `_sources` folder of python3.11-doc, its version), fetched once into .cache/debian."""
+    from kd.data.python_docs_faq import fetch_debian_docs
+
+    return fetch_debian_docs("python3.11-doc", cache=ROOT / ".cache" / "debian")
+
+
+@pytest.fixture(scope="session")
+def faq_full(doc_sources, params):
+    """The full dataset exactly as the `data` stage builds it from params.yaml."""
+    from kd.data.python_docs_faq import build
+
+    sources, version = doc_sources
+    return build(sources, f"debian:{version}", **build_kwargs(params))
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from kd.models import load_bi_encoder
+
+    return load_bi_encoder("minilm")

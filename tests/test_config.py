@@ -1,0 +1,101 @@
+"""params.yaml is the composition of conf/, and the typed view rejects bad keys by name."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from kd.compose import CONF_DIR, compose
+from kd.config import Params, params_from_dict
+from kd.errors import ConfigError
+from tests.conftest import ROOT
+
+
+def test_params_yaml_is_the_composition_of_conf():
+    committed = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert compose() == committed
+    # the typed view reads every key, and every field is set explicitly in conf/, so nothing
+    # silently falls back to a dataclass default (bar the student's share of ModelConfig's
+    # teacher-only fields, such as kind)
+    flat, raw = params_from_dict(committed).flat(), _flatten(committed)
+    assert {k: flat[k] for k in raw} == raw
+    assert "student.kind" in set(flat) - set(raw)
+    assert all(k.startswith("student.") for k in set(flat) - set(raw))
+
+
+def _flatten(raw: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in raw.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def test_dvc_composer_agrees(tmp_path):
+    hydra_utils = pytest.importorskip("dvc.utils.hydra")
+    dump = getattr(hydra_utils, "compose_and_dump", None)
+    if dump is None:
+        pytest.skip("this dvc has no compose_and_dump")
+    out = tmp_path / "params.yaml"
+    # (output_file, config_dir, config_module, config_name, plugins_path, overrides)
+    dump(out, str(CONF_DIR), None, "config", str(tmp_path), [])
+    assert yaml.safe_load(out.read_text()) == yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_unknown_key_is_named():
+    with pytest.raises(ConfigError, match=r"train\.learning_rte"):
+        params_from_dict({"train": {"learning_rte": 1e-4}})
+    with pytest.raises(ConfigError, match="unknown params key.*sede"):
+        params_from_dict({"sede": 1})
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"train": {"epochs": "two"}}, "train.epochs"),
+        ({"train": {"epochs": True}}, "train.epochs"),  # bool is not an int here
+        ({"seed": 1.5}, "seed"),
+        ({"service": {"rerank": "yes"}}, "service.rerank"),
+        ({"data": {"max_passages": "300"}}, "data.max_passages"),
+        ({"loss": "heavy"}, "loss"),
+    ],
+)
+def test_wrong_type_is_named(raw, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        params_from_dict(raw)
+
+
+def test_ints_widen_to_float_and_none_allowed():
+    p = params_from_dict({"train": {"learning_rate": 1}, "data": {"max_passages": None}})
+    assert p.train.learning_rate == 1.0 and isinstance(p.train.learning_rate, float)
+    assert p.data.max_passages is None
+    assert params_from_dict({}) == Params()
+
+
+def test_smoke_experiment_shrinks_data():
+    full = params_from_dict(compose())
+    smoke = params_from_dict(compose(["+experiment=smoke"]))
+    assert smoke.data.max_passages is not None
+    assert full.data.max_passages is None or smoke.data.max_passages < full.data.max_passages
+    assert smoke.data.max_train_queries < full.data.max_train_queries
+    assert smoke.train.epochs <= full.train.epochs
+    assert smoke.data.name == full.data.name  # only sizes change
+
+
+@pytest.mark.parametrize(
+    ("override", "check"),
+    [
+        ("teacher=bge_reranker_large", lambda p: p.teacher.kind == "cross_encoder"),
+        ("student=e5_small_v2", lambda p: p.student.query_prefix == "query: "),
+        ("data=msmarco", lambda p: p.data.name == "msmarco"),
+        ("data=beir_dir", lambda p: p.data.name == "beir_dir"),
+        ("index=hnsw", lambda p: p.index.type == "hnsw"),
+    ],
+)
+def test_conf_group_options_compose(override, check):
+    raw = compose([override])
+    if override == "data=beir_dir":
+        # data.path is mandatory (???) for beir_dir: unset it fails naming the key
+        with pytest.raises(ConfigError, match=r"data\.path"):
+            params_from_dict(raw)
+        raw = compose([override, "data.path=/tmp/some-beir-folder"])
+    assert check(params_from_dict(raw))

@@ -1,0 +1,135 @@
+"""FAISS index: exact flat search, HNSW recall, save/load and its failure messages, determinism."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import faiss
+import numpy as np
+import pytest
+
+from kd import index as kdindex
+from kd.config import IndexConfig
+from kd.errors import ArtifactError, ConfigError
+
+N, DIM, K = 2000, 32, 10
+FLAT = IndexConfig(type="flat")
+HNSW = IndexConfig(type="hnsw", M=16, ef_construction=100, ef_search=64)
+
+
+def unit(rows: int, seed: int) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((rows, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def data():
+    emb, queries = unit(N, 0), unit(50, 1)
+    docids = [f"doc{i}" for i in range(N)]
+    corpus = {d: {"title": f"t{i}", "text": f"passage {i} ü"} for i, d in enumerate(docids)}
+    return emb, queries, docids, corpus
+
+
+def test_flat_is_exact(data):
+    emb, queries, docids, _ = data
+    hits = kdindex.search(kdindex.build(emb, FLAT), queries, docids, K)
+    scores = queries @ emb.T
+    for row, h in zip(scores, hits, strict=True):
+        assert h[0][0] == docids[int(np.argmax(row))]
+        assert h[0][1] == pytest.approx(float(row.max()), abs=1e-5)
+        assert [s for _, s in h] == sorted((s for _, s in h), reverse=True)
+    run = kdindex.to_run([f"q{i}" for i in range(len(hits))], hits)
+    assert len(run) == 50 and all(len(v) == K for v in run.values())
+
+
+def test_hnsw_recall_against_flat(data):
+    emb, queries, docids, _ = data
+    exact = kdindex.search(kdindex.build(emb, FLAT), queries, docids, K)
+    approx = kdindex.search(kdindex.build(emb, HNSW), queries, docids, K)
+    found = sum(len({d for d, _ in a} & {d for d, _ in e}) for a, e in zip(approx, exact, strict=True))
+    assert found / (K * len(queries)) >= 0.95
+
+
+def test_build_is_deterministic(data):
+    emb, queries, docids, _ = data
+    first = kdindex.search(kdindex.build(emb, HNSW), queries, docids, K)
+    second = kdindex.search(kdindex.build(emb, HNSW), queries, docids, K)
+    assert first == second
+
+
+def test_unknown_type():
+    with pytest.raises(ConfigError, match="index.type='ivf'"):
+        kdindex.build(unit(4, 0), IndexConfig(type="ivf"))
+
+
+@pytest.fixture
+def saved(tmp_path, data):
+    emb, _, docids, corpus = data
+    out = tmp_path / "index"
+    meta = {"index": {"type": "hnsw", "ef_search": 200}, "student": "minilm"}
+    kdindex.save(out, kdindex.build(emb, HNSW), docids, corpus, meta)
+    return out
+
+
+def test_save_load_round_trip(saved, data):
+    emb, queries, docids, corpus = data
+    loaded = kdindex.load(saved)
+    assert loaded.docids == docids
+    assert loaded.passages[3] == {"_id": "doc3", **corpus["doc3"]}
+    assert loaded.meta["student"] == "minilm"
+    assert isinstance(loaded.index, faiss.IndexHNSWFlat) and loaded.index.hnsw.efSearch == 200
+    original = kdindex.build(emb, HNSW)
+    original.hnsw.efSearch = 200
+    assert kdindex.search(loaded.index, queries, docids, K) == kdindex.search(original, queries, docids, K)
+
+
+def _load_fails(folder, *patterns):
+    with pytest.raises(ArtifactError) as info:
+        kdindex.load(folder)
+    message = str(info.value)
+    assert "dvc repro index" in message
+    for pat in patterns:
+        assert re.search(pat, message), message
+
+
+def test_missing_file(saved):
+    (saved / "faiss.index").unlink()
+    _load_fails(saved, re.escape(str(saved / "faiss.index")) + " is missing")
+
+
+def test_mismatched_docids(saved):
+    docids = json.loads((saved / "docids.json").read_text())
+    (saved / "docids.json").write_text(json.dumps(docids[:-1]))
+    _load_fails(saved, "docids.json 1999", "faiss.index has 2000")
+
+
+def test_docids_not_matching_passages(saved):
+    docids = json.loads((saved / "docids.json").read_text())
+    (saved / "docids.json").write_text(json.dumps(docids[1:] + docids[:1]))  # same count, wrong order
+    _load_fails(saved, "docids.json", "passages.jsonl")
+
+
+def test_corrupt_files(saved):
+    (saved / "faiss.index").write_bytes(b"not an index")
+    _load_fails(saved, re.escape(str(saved / "faiss.index")) + " is corrupt")
+
+
+def test_corrupt_passages(saved):
+    with (saved / "passages.jsonl").open("a") as fh:
+        fh.write("{oops\n")
+    _load_fails(saved, re.escape(str(saved / "passages.jsonl")) + " is corrupt")
+
+
+@pytest.mark.parametrize("name", ["docids.json", "meta.json"])
+def test_corrupt_json(saved, name):
+    (saved / name).write_text("[1, 2")
+    _load_fails(saved, re.escape(str(saved / name)) + " is corrupt")
+
+
+def test_k_above_index_size_and_no_queries():
+    emb = unit(3, 2)
+    index = kdindex.build(emb, FLAT)
+    hits = kdindex.search(index, emb, ["a", "b", "c"], k=10)
+    assert [h[0][0] for h in hits] == ["a", "b", "c"] and all(len(h) == 3 for h in hits)
+    assert kdindex.search(index, emb[:0], ["a", "b", "c"], k=10) == []

@@ -1,0 +1,100 @@
+"""Distillation losses against values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from kd.losses import LossWeights, combined, in_batch_infonce, listwise_kl, margin_mse
+
+LN3 = math.log(3)
+
+
+def t(rows):
+    return torch.tensor(rows, dtype=torch.float64, requires_grad=True)
+
+
+def test_margin_mse():
+    # row 1: student margins 3-1, 3-2 = [2, 1]; teacher 2-1, 2-1 = [1, 1]; squared errors [1, 0]
+    # row 2: student margins [0, 0]; teacher 1-0, 1-3 = [1, -2]; squared errors [1, 4]
+    # mean over the 4 margins: (1 + 0 + 1 + 4) / 4 = 1.5
+    student = t([[3.0, 1.0, 2.0], [0.0, 0.0, 0.0]])
+    loss = margin_mse(student, t([[2.0, 1.0, 1.0], [1.0, 0.0, 3.0]]))
+    assert loss.item() == pytest.approx(1.5)
+    loss.backward()
+    # d/ds_pos of (1/4) * sum (s_pos - s_neg - m)^2 for row 1: (2/4) * (1 + 0) = 0.5
+    assert student.grad[0, 0].item() == pytest.approx(0.5)
+
+
+def test_listwise_kl():
+    # teacher [ln3, 0] at T=1 -> p = [3/4, 1/4]; student [0, 0] -> q = [1/2, 1/2]
+    # KL(p || q) = 3/4 ln(3/2) + 1/4 ln(1/2) = 0.304099 - 0.173287 = 0.130812
+    # second query: student == teacher, KL 0; batchmean -> 0.130812 / 2
+    student = t([[0.0, 0.0], [1.0, 2.0]])
+    teacher = t([[LN3, 0.0], [1.0, 2.0]])
+    expected = (0.75 * math.log(1.5) + 0.25 * math.log(0.5)) / 2
+    loss = listwise_kl(student, teacher, temperature=1.0)
+    assert loss.item() == pytest.approx(expected)
+    assert expected == pytest.approx(0.130812 / 2, abs=1e-6)
+    # the same distributions at T=0.5 from halved scores
+    assert listwise_kl(student / 2, teacher / 2, 0.5).item() == pytest.approx(expected)
+    loss.backward()
+    assert student.grad.abs().sum() > 0
+
+
+def test_in_batch_infonce():
+    # q = p = identity, T=1: logits = I; each row: -log(e / (e + 1)) = log(1 + 1/e) = 0.313262
+    eye = t([[1.0, 0.0], [0.0, 1.0]])
+    assert in_batch_infonce(eye, eye, 1.0).item() == pytest.approx(math.log(1 + math.exp(-1)))
+    # one extra (hard negative) row [1, 0]: row 0 logits [1, 0, 1] -> log(2 + 1/e) = 0.861995
+    # row 1 logits [0, 1, 0] -> log(1 + 2/e) = 0.551444; mean 0.706720
+    q = t([[1.0, 0.0], [0.0, 1.0]])
+    p = t([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    loss = in_batch_infonce(q, p, 1.0)
+    assert loss.item() == pytest.approx((math.log(2 + math.exp(-1)) + math.log(1 + 2 * math.exp(-1))) / 2)
+    assert loss.item() == pytest.approx(0.706720, abs=1e-6)
+    loss.backward()
+    assert q.grad.abs().sum() > 0 and p.grad.abs().sum() > 0
+
+
+def test_zero_when_student_equals_teacher():
+    scores = torch.tensor([[0.9, 0.2, -0.1], [0.5, 0.4, 0.3]])
+    assert margin_mse(scores, scores).item() == 0.0
+    assert listwise_kl(scores, scores, 0.05).item() == pytest.approx(0.0, abs=1e-7)
+    assert margin_mse(scores, scores + 1.0).item() == pytest.approx(0.0)  # only margins matter
+
+
+def test_combined():
+    # q = [1, 0]; passages [1, 0] (positive) and [0, 1] -> student scores [1, 0]; teacher [0, 0]
+    # margin_mse: (1 - 0)^2 = 1
+    # listwise_kl (T=1): p = [1/2, 1/2], q = softmax([1, 0]) = [0.731059, 0.268941]
+    #   = 1/2 ln(0.5/0.731059) + 1/2 ln(0.5/0.268941) = (-0.379885 + 0.620115) / 2 = 0.120115
+    # in_batch (T=1): rows [1,0], [0,1]; logits [1, 0] -> log(1 + 1/e) = 0.313262
+    # total = 0.6 * 1 + 0.2 * 0.120115 + 0.2 * 0.313262 = 0.686675
+    q = t([[1.0, 0.0]])
+    p = t([[[1.0, 0.0], [0.0, 1.0]]])
+    w = LossWeights(0.6, 0.2, 0.2, kl_temperature=1.0, in_batch_temperature=1.0)
+    total, parts = combined(q, p, torch.tensor([[0.0, 0.0]], dtype=torch.float64), w)
+    assert parts["margin_mse"] == pytest.approx(1.0)
+    assert parts["listwise_kl"] == pytest.approx(0.120115, abs=1e-6)
+    assert parts["in_batch"] == pytest.approx(0.313262, abs=1e-6)
+    assert total.item() == pytest.approx(0.686675, abs=1e-6)
+    total.backward()
+    assert q.grad.abs().sum() > 0 and p.grad.abs().sum() > 0
+
+
+def test_combined_skips_zero_weights_and_reports_all_parts():
+    q = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    p = torch.nn.functional.normalize(torch.randn(4, 3, 8), dim=-1)
+    teacher = torch.randn(4, 3)
+    total, parts = combined(q, p, teacher, LossWeights(0.0, 0.0, 1.0))
+    assert total.item() == pytest.approx(parts["in_batch"], rel=1e-6)
+    assert set(parts) == {"margin_mse", "listwise_kl", "in_batch"}
+
+
+def test_combined_all_weights_zero():
+    q = torch.ones(1, 2)
+    with pytest.raises(ValueError, match="all loss weights are 0"):
+        combined(q, torch.ones(1, 2, 2), torch.zeros(1, 2), LossWeights(0.0, 0.0, 0.0))

@@ -26,6 +26,7 @@ OUT = Path("artifacts/negatives.parquet")
 
 def main(p: Params) -> None:
     ds = read_dataset(Path("data"))
+    teacher = CachedTeacher(load_teacher(p.teacher), cache_dir() / "teacher")  # fail fast on a bad teacher
     runs = {"bm25": read_trec(Path("artifacts/bm25/runs/train.trec"))}
     if p.mining.dense:
         runs["dense"] = read_trec(Path("artifacts/baseline/runs/train.trec"))
@@ -33,7 +34,6 @@ def main(p: Params) -> None:
     groups = mining.candidates(ds.qrels["train"], runs, p.mining.depth, test_judged)
     if not groups:
         raise DataError("data/qrels/train.tsv has no judged training queries: raise data.max_train_queries")
-    teacher = CachedTeacher(load_teacher(p.teacher), cache_dir() / "teacher")
     qs, ps = [], []
     for g in groups:
         for d in [g.pos_id, *g.cand_ids]:

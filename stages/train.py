@@ -41,7 +41,7 @@ def main(p: Params) -> None:
         curves = fit(model, rows, evaluator, p.loss, p.train, p.seed, Path(work), on_metrics=tr.metric)
         model.max_seq_length = p.student.max_seq_length
         with atomic_dir(STUDENT) as tmp:
-            model.save(str(tmp))
+            model.save(str(tmp), create_model_card=False)  # the card holds a timestamp: same weights, same hash
         curves.write(CURVES)
         best = max(curves.epochs, key=lambda r: r["val_ndcg@10"])
         summary = {

@@ -69,7 +69,7 @@ def shared_cache(tmp_root: Path) -> Path:
     cache.mkdir(exist_ok=True)
     src = ROOT / ".cache" / "debian"
     if src.exists() and not (cache / "debian").exists():
-        shutil.copytree(src, cache / "debian")
+        shutil.copytree(src, cache / "debian", symlinks=True)
     return cache
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: latency and throughput (student backends vs teacher), quality per backend, profiles, stage times."""

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -43,12 +44,24 @@ logger = logging.getLogger(__name__)
 
 Backend = Literal["torch", "onnx", "onnx-int8"]
 QuantConfig = Literal["arm64", "avx2", "avx512", "avx512_vnni"]
+Recipe = Literal["accurate", "full"]
 
 BACKENDS: Final[tuple[str, ...]] = ("torch", "onnx", "onnx-int8")
 QUANT_CONFIGS: Final[tuple[str, ...]] = ("arm64", "avx2", "avx512", "avx512_vnni")
 MARKER: Final = "kd_export.json"
 FLOAT_FILE: Final = "onnx/model.onnx"
-EXPORT_FORMAT: Final = 1  # bump to invalidate every existing export
+EXPORT_FORMAT: Final = 2  # bump to invalidate every existing export
+RECIPES: Final[tuple[str, ...]] = ("accurate", "full")
+# Recipe "accurate" (the default) keeps in float the MatMuls that dynamic int8 hurts most: attention's
+# activation x activation products (scores and context: both operands quantized on the fly, softmax
+# probabilities squeezed into u8) and each layer's FFN output projection (its input, the GELU output,
+# is long-tailed, so a per-tensor u8 range clips it). On MiniLM that roughly halves the cosine error
+# to PyTorch at a small speed cost. "full" quantizes every supported op (the sentence-transformers
+# default): fastest and smallest, least accurate. Node names follow the BERT-family ONNX export.
+KEEP_FLOAT_PATTERNS: Final = (
+    re.compile(r"/attention/self/MatMul(_\d+)?$"),
+    re.compile(r"/layer\.\d+/output/dense/MatMul$"),
+)
 
 _ORT_THREADS: int | None = None  # set by configure_threads; None = ONNX Runtime's own default
 
@@ -116,10 +129,13 @@ class ThreadSettings:
 def configure_threads(n: int | None = None, faiss_threads: int | None = None) -> ThreadSettings:
     """Set the thread pools of torch, FAISS and (for sessions created later) ONNX Runtime.
 
-    Default `n`: every available core (2 on the reference box). One process serves requests one
-    forward pass at a time (the service locks the model), so all cores go to that pass; more threads
-    than cores only adds contention. `faiss_threads` defaults to `n`; a single-query HNSW search
-    runs on one thread whatever it is set to.
+    Default `n`: every available core (2 on the reference box): right for bulk encoding (the `index`
+    stage). For serving one short query at a time on a small or shared box, `n=1` is the safer choice:
+    on the 2-core reference box under CPU contention, a batch-1 query took ~10x longer with torch at 2
+    threads than at 1 (OpenMP threads wait on a descheduled peer), ONNX Runtime ~1.3x (bench/latency.py
+    measures both). More threads than cores only adds contention. `faiss_threads` defaults to `n`; a
+    single-query HNSW search runs on one thread whatever it is set to. torch's thread count is
+    process-wide, so it also applies to a torch teacher in the same process.
     """
     import faiss
     import torch
@@ -173,10 +189,31 @@ def fingerprint(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def onnx_file_name(quantize: bool, quant_config: str | None = None) -> str:
+def onnx_file_name(quantize: bool, quant_config: str | None = None, recipe: str = "accurate") -> str:
     if not quantize:
         return FLOAT_FILE
-    return f"onnx/model_qint8_{quant_config or pick_quant_config()}.onnx"
+    return f"onnx/model_{_quant_suffix(quant_config or pick_quant_config(), recipe)}.onnx"
+
+
+def _quant_suffix(quant_config: str, recipe: str) -> str:
+    return f"qint8_{quant_config}" + ("" if recipe == "accurate" else f"_{recipe}")
+
+
+def quantization_config(quant_config: str, recipe: str, onnx_path: Path) -> tuple[Any, list[str]]:
+    """optimum's dynamic QuantizationConfig for `quant_config` and `recipe`, and the nodes kept in float."""
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    make = getattr(AutoQuantizationConfig, quant_config)
+    if recipe == "full":
+        return make(is_static=False), []
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    keep = [n.name for n in graph.node if n.op_type == "MatMul" and any(p.search(n.name) for p in KEEP_FLOAT_PATTERNS)]
+    if not keep:
+        logger.warning("int8 recipe 'accurate': no attention/FFN-output MatMul found by name in %s; "
+                       "quantizing every MatMul", onnx_path)  # fmt: skip
+    return make(is_static=False, nodes_to_exclude=keep, operators_to_quantize=["MatMul"]), keep
 
 
 def read_marker(out_dir: Path) -> dict[str, Any] | None:
@@ -219,14 +256,15 @@ def _export_lock(out_dir: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.WARNING))
+def _quiet_logger(name: str, level: int) -> Iterator[None]:
+    """Raise logger `name` ("" = the root logger) to at least `level` for the block."""
+    target = logging.getLogger(name or None)
+    before = target.level
+    target.setLevel(max(before, level))
     try:
         yield
     finally:
-        root.setLevel(level)
+        target.setLevel(before)
 
 
 def _versions() -> dict[str, str]:
@@ -247,6 +285,7 @@ def export_onnx(
     quantize: bool = False,
     quant_config: QuantConfig | None = None,
     float_export: Path | str | None = None,
+    recipe: Recipe = "accurate",
 ) -> Path:
     """Export a sentence-transformers folder to ONNX (optionally int8-quantized) in `out_dir`; return it.
 
@@ -257,6 +296,8 @@ def export_onnx(
 
     `float_export`: a float `onnx` export of the same checkpoint; when it is fresh, the int8 export
     quantizes a copy of it instead of exporting from PyTorch again (about half the time).
+    `quant_config`: the CPU's int8 scheme (default: `pick_quant_config()`); `recipe`: which ops to
+    quantize ("accurate" or "full", see KEEP_FLOAT_PATTERNS).
     """
     from sentence_transformers import SentenceTransformer
 
@@ -271,7 +312,9 @@ def export_onnx(
         qc = quant_config or pick_quant_config()
         if qc not in QUANT_CONFIGS:
             raise ConfigError(f"int8 quantization config {qc!r} is unknown: use one of {', '.join(QUANT_CONFIGS)}")
-    file_name = onnx_file_name(quantize, qc)
+        if recipe not in RECIPES:
+            raise ConfigError(f"int8 recipe {recipe!r} is unknown: use one of {', '.join(RECIPES)}")
+    file_name = onnx_file_name(quantize, qc, recipe)
     fp = fingerprint(src)
     if is_fresh(out, fp, file_name):
         return out
@@ -279,26 +322,31 @@ def export_onnx(
         if is_fresh(out, fp, file_name):  # another process finished it while we waited
             return out
         started = time.perf_counter()
-        logger.info("exporting %s to ONNX%s in %s", src, f" (int8, {qc})" if qc else "", out)
+        logger.info("exporting %s to ONNX%s in %s", src, f" (int8, {qc}, {recipe})" if qc else "", out)
         with atomic_dir(out) as tmp:
             reuse = Path(float_export) if float_export is not None else None
             if qc is not None and reuse is not None and is_fresh(reuse, fp, FLOAT_FILE):
                 shutil.copytree(reuse, tmp, dirs_exist_ok=True)
                 (tmp / MARKER).unlink()
             else:
-                model = SentenceTransformer(str(src), device="cpu", backend="onnx", model_kwargs={"export": True})
+                with _quiet_logger("sentence_transformers.backend", logging.ERROR):  # "save it" advice: we do
+                    model = SentenceTransformer(str(src), device="cpu", backend="onnx", model_kwargs={"export": True})
                 model.save(str(tmp))
                 del model
             if not (tmp / FLOAT_FILE).is_file():
                 raise ModelLoadError(f"ONNX export of {src} wrote no {FLOAT_FILE}")
+            kept_float: list[str] = []
             if qc is not None:
                 from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
                 float_model = SentenceTransformer(
                     str(tmp), device="cpu", backend="onnx", model_kwargs={"file_name": FLOAT_FILE}
                 )
-                with _quiet_root_logger():  # the quantizer logs one INFO line per tensor on the root logger
-                    export_dynamic_quantized_onnx_model(float_model, qc, str(tmp))  # type: ignore[arg-type]
+                config, kept_float = quantization_config(qc, recipe, tmp / FLOAT_FILE)
+                with _quiet_logger("", logging.WARNING):  # the quantizer logs an INFO line per tensor on the root
+                    export_dynamic_quantized_onnx_model(
+                        float_model, config, str(tmp), file_suffix=_quant_suffix(qc, recipe)
+                    )
                 del float_model
                 if not (tmp / file_name).is_file():
                     raise ModelLoadError(f"int8 quantization of {src} wrote no {file_name}")
@@ -312,6 +360,8 @@ def export_onnx(
                 "file_name": file_name,
                 "quantize": quantize,
                 "quant_config": qc,
+                "recipe": recipe if qc else None,
+                "kept_float": kept_float,
                 "versions": _versions(),
                 "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
@@ -320,13 +370,14 @@ def export_onnx(
     return out
 
 
-def default_export_dir(student_dir: Path | str, backend: str) -> Path:
-    """`<cache>/onnx/<folder name>-<hash of its absolute path>-<backend>` (git-ignored, shared by copies)."""
+def default_export_dir(student_dir: Path | str, backend: str, recipe: str = "accurate") -> Path:
+    """`<cache>/onnx/<folder name>-<hash of its absolute path>-<backend>[-<recipe>]` (git-ignored)."""
     from kd.paths import cache_dir
 
     src = Path(student_dir).expanduser().resolve()
     tag = hashlib.sha1(str(src).encode()).hexdigest()[:10]
-    return cache_dir() / "onnx" / f"{src.name}-{tag}-{check_backend(backend)}"
+    suffix = f"-{recipe}" if backend == "onnx-int8" and recipe != "accurate" else ""
+    return cache_dir() / "onnx" / f"{src.name}-{tag}-{check_backend(backend)}{suffix}"
 
 
 # ---------------------------------------------------------------- load
@@ -338,12 +389,15 @@ def load_student(
     max_seq_length: int | None = None,
     export_dir: Path | str | None = None,
     threads: int | None = None,
+    recipe: Recipe = "accurate",
 ) -> SentenceTransformer:
     """The student on the chosen backend; `onnx`/`onnx-int8` export on first use (then reuse it).
 
     `student_dir`: a sentence-transformers folder or a packaged name (`minilm`). `export_dir`
     defaults to `default_export_dir(student_dir, backend)`. `threads`: ONNX Runtime intra-op threads
-    (default: what `configure_threads` set, else ONNX Runtime's own default, one per physical core).
+    (default: what `configure_threads` set, else ONNX Runtime's own default, one per physical core);
+    the torch backend uses torch's process-wide setting (`configure_threads`) instead.
+    `recipe`: for `onnx-int8`, which ops are quantized (see `export_onnx`).
     Every backend returns the same `SentenceTransformer` interface, so `kd.models.encode` and the
     service's `Engine` need no change.
     """
@@ -357,10 +411,10 @@ def load_student(
     src = Path(resolve(str(student_dir)))
     if not src.is_dir():
         raise ModelLoadError(f"student {student_dir!r} is not a local folder: the ONNX backends need one to export")
-    out = Path(export_dir) if export_dir is not None else default_export_dir(src, kind)
+    out = Path(export_dir) if export_dir is not None else default_export_dir(src, kind, recipe)
     if kind == "onnx-int8":
         float_dir = default_export_dir(src, "onnx") if export_dir is None else None
-        export_onnx(src, out, quantize=True, float_export=float_dir)
+        export_onnx(src, out, quantize=True, float_export=float_dir, recipe=recipe)
     else:
         export_onnx(src, out)
     marker = read_marker(out) or {}

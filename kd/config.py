@@ -47,6 +47,7 @@ class ModelConfig:
     query_prefix: str = ""
     passage_prefix: str = ""
     chunk_groups: int = 64  # teacher only: groups per kept chunk of the resumable teacher stage
+    backend: str = "torch"  # student only: torch | onnx | onnx-int8 (kd/backends.py)
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class EvalConfig:
     depth: int = 100
     rerank_depth: int = 20
     teacher_alone: bool = False
+    backends: list[str] = field(default_factory=lambda: ["torch", "onnx", "onnx-int8"])
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class ServiceConfig:
     max_rerank_depth: int = 1000
     max_batch: int = 64
     max_body_bytes: int = 65536
+    threads: int | None = 1  # student/FAISS threads for serving (null = all cores)
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,13 @@ def _build(cls: type[T], raw: Any, prefix: str) -> T:
 
 
 def params_from_dict(raw: dict[str, Any]) -> Params:
-    return _build(Params, raw, "")
+    params = _build(Params, raw, "")
+    from kd.backends import check_backend
+
+    check_backend(params.student.backend)  # ConfigError naming student.backend
+    for backend in params.eval.backends:
+        check_backend(backend)
+    return params
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:

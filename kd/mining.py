@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from kd.errors import DataError
 from kd.metrics import Qrels, Run
 
 
@@ -83,6 +84,11 @@ def select(
     negs = [d for _, d, _ in kept[:num_negatives]]
     srcs = [src for _, _, src in kept[:num_negatives]]
     banned = {*group.positives, *group.cand_ids}
+    if len(set(pool) - banned) < num_negatives - len(negs):
+        raise DataError(
+            f"only {len(set(pool) - banned)} passages can pad the group of query '{group.qid}' to "
+            f"mining.num_negatives={num_negatives}: lower it or raise mining.depth"
+        )
     while len(negs) < num_negatives:
         docid = pool[rng.randrange(len(pool))]
         if docid not in banned and docid not in negs:

@@ -211,12 +211,16 @@ def _opt_str(value: Any) -> str | None:
 def load_engine(settings: Settings) -> Engine:
     """Validate, then load everything once. Every failure is a KDError whose message names the fix."""
     from kd import index as kd_index
-    from kd.models import load_bi_encoder, load_teacher
+    from kd.backends import configure_threads, load_student
+    from kd.models import load_teacher
 
     validate_artifacts(settings.student_dir, settings.index_dir)
+    configure_threads(settings.params.service.threads)
     index = kd_index.load(settings.index_dir)
     try:
-        student = load_bi_encoder(str(settings.student_dir), max_seq_length=settings.params.student.max_seq_length)
+        student = load_student(
+            settings.student_dir, settings.params.student.backend, settings.params.student.max_seq_length
+        )
     except ModelLoadError as exc:
         raise ArtifactError(f"{exc}: {TRAIN_FIX}") from exc
     get_dim = getattr(student, "get_embedding_dimension", None) or student.get_sentence_embedding_dimension

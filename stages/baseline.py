@@ -7,18 +7,19 @@ from pathlib import Path
 
 from kd import index
 from kd.atomic import atomic_dir
+from kd.backends import load_student
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import read_dataset
 from kd.metrics import write_trec
-from kd.models import encode, load_bi_encoder
+from kd.models import encode
 
 OUT = Path("artifacts/baseline")
 
 
 def main(p: Params) -> None:
     ds = read_dataset(Path("data"))
-    model = load_bi_encoder(p.student.model, p.student.max_seq_length)
+    model = load_student(p.student.model, p.student.backend, p.student.max_seq_length)
     docids, emb = index.embed_corpus(model, ds.corpus, p.student.passage_prefix, p.student.batch_size)
     idx = index.build(emb, p.index)
     with atomic_dir(OUT) as tmp:

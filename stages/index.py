@@ -5,11 +5,11 @@ import logging
 from pathlib import Path
 
 from kd import index, tracking
+from kd.backends import load_student
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import read_dataset
 from kd.errors import ArtifactError
-from kd.models import load_bi_encoder
 
 STUDENT = Path("artifacts/student")
 OUT = Path("artifacts/index")
@@ -19,12 +19,13 @@ def main(p: Params) -> None:
     if not (STUDENT / "modules.json").exists():
         raise ArtifactError(f"{STUDENT} holds no trained student: run `dvc repro train` first")
     ds = read_dataset(Path("data"))
-    model = load_bi_encoder(str(STUDENT), p.student.max_seq_length)
+    model = load_student(STUDENT, p.student.backend, p.student.max_seq_length)
     docids, emb = index.embed_corpus(model, ds.corpus, p.student.passage_prefix, p.student.batch_size)
     idx = index.build(emb, p.index)
     meta = {
         "student": p.student.model,
         "student_dir": str(STUDENT),
+        "student_backend": p.student.backend,
         "teacher": p.teacher.model,
         "index": dataclasses.asdict(p.index),
         "corpus_size": len(docids),

@@ -41,7 +41,8 @@ def main(p: Params) -> None:
             ps.append(passage_text(ds.corpus[d]))
     scores = teacher.score(qs, ps)
     rng = random.Random(p.seed)
-    pool = sorted(set(ds.corpus) - test_judged)
+    # pad short groups with other queries' candidates: in-domain, and already teacher-scored (cached)
+    pool = sorted({d for g in groups for d in [g.pos_id, *g.cand_ids]} - test_judged)
     rows, offset, dropped = [], 0, 0
     for g in groups:
         n = 1 + len(g.cand_ids)

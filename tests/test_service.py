@@ -94,11 +94,11 @@ def test_results_ordered_and_k_respected(client: TestClient[Any], engine: Engine
     body = post(client, "/search", {"query": "How do I read a file?", "k": k}).json()
     hits = body["results"]
     assert body["total_results"] == len(hits)
-    if k <= 10:
+    if k <= engine.corpus_size:
         assert len(hits) == k
-    else:  # more than the 60 passages: HNSW may leave a node or two unreachable, never returns extra
+    else:  # more than the corpus: HNSW may leave a node or two unreachable, never returns extra
         assert 0.9 * engine.corpus_size <= len(hits) <= engine.corpus_size
-        assert len({h["doc_id"] for h in hits}) == len(hits)
+    assert len({h["doc_id"] for h in hits}) == len(hits)
     assert [h["rank"] for h in hits] == list(range(1, len(hits) + 1))
     scores = [h["score"] for h in hits]
     assert scores == sorted(scores, reverse=True)
@@ -192,15 +192,21 @@ def test_health(client: TestClient[Any]) -> None:
     assert r.status_code == 200 and r.json() == {"status": "ok"}
 
 
-def test_ready(client: TestClient[Any], norerank_client: TestClient[Any]) -> None:
+def test_ready(
+    client: TestClient[Any], norerank_client: TestClient[Any], artifacts: tuple[Path, Path, Path, Params]
+) -> None:
     body = client.get("/ready").json()
     assert body["status"] == "ready"
-    assert body["corpus_size"] == 60
-    assert body["student"]["name"] == "minilm-student" and body["student"]["embedding_dim"] == 384
-    assert body["teacher"] == {"name": "minilm", "model": "minilm", "kind": "bi_encoder"}
+    root, _, index_dir, params = artifacts
+    meta = json.loads((index_dir / "meta.json").read_text())
+    assert body["corpus_size"] == meta["corpus_size"] == len((root / "data/corpus.jsonl").read_text().splitlines())
+    assert body["student"]["embedding_dim"] == 384
+    assert body["teacher"] == {"name": params.teacher.name, "model": "minilm", "kind": "bi_encoder"}
     assert body["rerank_available"] is True
-    assert body["index"]["type"] == "hnsw" and body["index"]["M"] == 16 and body["index"]["ef_search"] == 32
-    assert body["git_commit"] == "test-commit" and body["dvc_experiment"] == "test-exp"
+    assert body["index"]["type"] == "hnsw" and body["index"]["M"] == params.index.M
+    assert body["index"]["ef_search"] == params.index.ef_search
+    assert body["git_commit"] == meta["git_commit"] and body["dvc_experiment"] == meta["dvc_experiment"]
+    assert body["dvc_experiment"]  # the smoke run was a `dvc exp run`
     assert body["limits"]["max_k"] == 100
     off = norerank_client.get("/ready").json()
     assert off["teacher"] is None and off["rerank_available"] is False
@@ -403,7 +409,7 @@ def test_main_wires_env_overrides(artifacts: tuple[Path, Path, Path, Params], mo
     assert call["port"] == 8123 and call["host"] == "127.0.0.1" and call["workers"] == 1
     with TestClient(call["app"]) as c:
         ready = c.get("/ready").json()
-    assert ready["rerank_available"] is False and ready["corpus_size"] == 60
+    assert ready["rerank_available"] is False and ready["corpus_size"] == artifacts[3].data.max_passages
     monkeypatch.setenv("KD_SERVICE_PORT", "eighty")
     assert main(["--student", str(student_dir), "--params", str(root / "params.yaml")]) == 1
 

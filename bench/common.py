@@ -1,0 +1,295 @@
+"""Shared pieces of the bench scripts: timing statistics, and the pipeline's artifacts with fallbacks.
+
+Every script reads what the pipeline made under `--root` (default: the current folder):
+`artifacts/student`, `artifacts/index`, `data/`, `params.yaml`. Whatever is missing is replaced by
+the packaged MiniLM, a temporary index, a corpus slice built from the Python docs, or the default
+params, and every replacement is recorded in `Workspace.notes` so the output says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import random
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import numpy as np  # noqa: E402
+
+from kd.config import Params, load_params  # noqa: E402
+from kd.data.io import Dataset, passage_text  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CAVEAT = (
+    "Timings on a shared, noisy machine (other processes use the CPU): compare numbers within one run, "
+    "and prefer the interleaved ratios to absolute values."
+)
+
+log = logging.getLogger("bench")
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="[bench] %(message)s")
+    for noisy in ("sentence_transformers", "httpx", "faiss", "optimum"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+# ---------------------------------------------------------------- timing
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Latency statistics in milliseconds."""
+
+    n: int
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    min: float
+    max: float
+
+    @classmethod
+    def of(cls, seconds: list[float]) -> Stats:
+        ms = np.asarray(seconds, dtype=np.float64) * 1e3
+        if ms.size == 0:
+            nan = float("nan")
+            return cls(0, nan, nan, nan, nan, nan, nan)
+        q = np.percentile(ms, [50, 90, 99])
+        return cls(
+            int(ms.size), float(q[0]), float(q[1]), float(q[2]), float(ms.mean()), float(ms.min()), float(ms.max())
+        )
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def round_robin(
+    calls: Mapping[str, Callable[[int], Any]],
+    reps: int,
+    warmup: int,
+    setups: Mapping[str, Callable[[], Any]] | None = None,
+    max_s: float | None = None,
+    min_reps: int = 30,
+) -> dict[str, list[float]]:
+    """Time each named call `reps` times, interleaved (a, b, c, a, b, c, ...) so slow spells of a
+    shared machine hit every variant alike. Call `i` gets the repetition index (e.g. to pick a query);
+    `setups[name]` (untimed) runs before each call of `name` (e.g. to set its thread count).
+    `max_s`: stop after the round that passes this many seconds, once `min_reps` rounds are done."""
+    setups = setups or {}
+    noop: Callable[[], Any] = lambda: None  # noqa: E731
+    for i in range(warmup):
+        for name, fn in calls.items():
+            setups.get(name, noop)()
+            fn(i)
+    out: dict[str, list[float]] = {name: [] for name in calls}
+    started = time.perf_counter()
+    for i in range(reps):
+        if max_s is not None and i >= min_reps and time.perf_counter() - started > max_s:
+            log.info("  time cap (%.0f s) reached after %d of %d rounds", max_s, i, reps)
+            break
+        for name, fn in calls.items():
+            setups.get(name, noop)()
+            start = time.perf_counter()
+            fn(i)
+            out[name].append(time.perf_counter() - start)
+    return out
+
+
+# ---------------------------------------------------------------- workspace
+
+
+@dataclass
+class Workspace:
+    root: Path
+    params: Params
+    student_dir: Path
+    student_is_trained: bool
+    dataset: Dataset
+    notes: list[str] = field(default_factory=list)
+
+    def test_queries(self, limit: int | None = None) -> list[str]:
+        queries = list(self.dataset.queries.get("test", {}).values()) or list(
+            self.dataset.queries.get("val", {}).values()
+        )
+        if not queries:
+            queries = ["How do I read a file?", "What is a generator?", "How to sort a dict by value?"]
+        return queries[:limit] if limit else queries
+
+
+def load_workspace(root: Path, max_passages: int = 2000, seed: int = 13) -> Workspace:
+    """The pipeline's params, student and data under `root`, with the fallbacks noted."""
+    from kd.data.io import read_dataset
+    from kd.models import minilm_path
+
+    notes: list[str] = []
+    params_file = root / "params.yaml"
+    if params_file.exists():
+        params = load_params(params_file)
+    else:
+        params = Params()
+        notes.append(f"{params_file} missing: default params")
+    student = root / "artifacts" / "student"
+    trained = (student / "modules.json").is_file()
+    if not trained:
+        student = minilm_path()
+        notes.append(f"{root / 'artifacts/student'} missing: packaged (untrained) all-MiniLM-L6-v2 from {student}")
+    data_dir = root / "data"
+    if (data_dir / "corpus.jsonl").exists():
+        dataset = read_dataset(data_dir)
+    else:
+        dataset = docs_slice(params, max_passages, seed)
+        notes.append(
+            f"{data_dir} missing: a {len(dataset.corpus)}-passage slice of the Python docs "
+            f"(kd.data.python_docs_faq, max_passages={max_passages})"
+        )
+    return Workspace(root, params, student, trained, dataset, notes)
+
+
+def docs_slice(params: Params, max_passages: int, seed: int = 13) -> Dataset:
+    """The default dataset with at most `max_passages` passages (all FAQ test answers kept)."""
+    from kd.data import python_docs_faq
+
+    d = params.data
+    return python_docs_faq.load(
+        d.debian_package or "python3.11-doc",
+        d.doc_dir,
+        min_words=d.min_words,
+        max_words=d.max_words,
+        max_passages=max_passages,
+        max_train_queries=d.max_train_queries,
+        max_val_queries=d.max_val_queries,
+        max_test_queries=d.max_test_queries,
+        exclude=tuple(d.exclude),
+        seed=seed,
+    )
+
+
+def parse_variant(spec: str) -> tuple[str, str]:
+    """`onnx-int8:full` -> ("onnx-int8", "full"); a plain backend name gets the default recipe."""
+    from kd.backends import RECIPES, check_backend
+
+    backend, _, recipe = spec.strip().partition(":")
+    check_backend(backend)
+    recipe = recipe or "accurate"
+    if recipe not in RECIPES:
+        raise SystemExit(f"error: int8 recipe {recipe!r} in {spec!r} is unknown: use one of {', '.join(RECIPES)}")
+    return backend, recipe
+
+
+@dataclass
+class IndexView:
+    """What a search needs: the FAISS index, row -> passage id, and the passage records."""
+
+    index: Any
+    docids: list[str]
+    passages: list[dict[str, str]]
+    description: str
+
+
+def load_index(ws: Workspace, encode_corpus: Callable[[list[str]], np.ndarray], max_passages: int) -> IndexView:
+    """`artifacts/index` if the pipeline made it, else a temporary index of the same type and params
+    over (at most `max_passages` of) the workspace corpus, encoded with `encode_corpus`."""
+    from kd import index as kd_index
+
+    index_dir = ws.root / "artifacts" / "index"
+    if (index_dir / "faiss.index").is_file():
+        loaded = kd_index.load(index_dir)
+        desc = f"{index_dir} ({type(loaded.index).__name__}, {loaded.index.ntotal} vectors)"
+        return IndexView(loaded.index, loaded.docids, loaded.passages, desc)
+    docids = sorted(ws.dataset.corpus)
+    if len(docids) > max_passages:
+        keep = {d for qrels in ws.dataset.qrels.values() for docs in qrels.values() for d in docs}
+        keep_list = sorted(keep & set(docids))[:max_passages]
+        others = sorted(set(docids) - set(keep_list))
+        random.Random(13).shuffle(others)
+        docids = sorted(keep_list + others[: max_passages - len(keep_list)])
+    started = time.perf_counter()
+    emb = encode_corpus([passage_text(ws.dataset.corpus[d]) for d in docids])
+    idx = kd_index.build(emb, ws.params.index)
+    passages = [{"_id": d, **ws.dataset.corpus[d]} for d in docids]
+    desc = (
+        f"temporary {type(idx).__name__} over {len(docids)} passages (index params from params.yaml; "
+        f"built in {time.perf_counter() - started:.0f} s)"
+    )
+    ws.notes.append(f"{index_dir} missing: {desc}")
+    return IndexView(idx, docids, passages, desc)
+
+
+# ---------------------------------------------------------------- output
+
+
+def machine_info() -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from kd.backends import available_cores, pick_quant_config
+
+    versions = {}
+    for pkg in ("torch", "onnxruntime", "sentence-transformers", "transformers", "faiss-cpu", "optimum-onnx"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    model = ""
+    try:
+        model = next(
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        model = platform.processor()
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = []
+    return {
+        "cpu": model,
+        "cores": available_cores(),
+        "int8_config": pick_quant_config(),
+        "loadavg_at_start": [round(x, 2) for x in load],
+        "python": platform.python_version(),
+        "versions": versions,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def write_results(name: str, data: dict[str, Any], markdown: str, out_dir: Path = RESULTS) -> tuple[Path, Path]:
+    from kd.atomic import write_text
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    js, md = out_dir / f"{name}.json", out_dir / f"{name}.md"
+    write_text(js, json.dumps(data, indent=2, default=str) + "\n")
+    write_text(md, markdown)
+    return js, md
+
+
+def fmt(x: float, digits: int = 2) -> str:
+    if x != x:  # nan
+        return "–"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}f}"
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")

@@ -1,0 +1,150 @@
+"""Student backends (kd.backends): ONNX / int8 export of the packaged MiniLM, parity with PyTorch, reuse."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("optimum.onnxruntime")
+
+from kd import backends  # noqa: E402
+from kd.errors import ConfigError  # noqa: E402
+from kd.models import encode, minilm_path  # noqa: E402
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TEXTS = [
+    "How do I read a text file line by line?",
+    "Iterate over the lines of an open file object to read it one line at a time.",
+    "The tiger is a large striped cat native to Asia.",
+    "What is a list comprehension?",
+    "A concise way to build a list from an iterable with an expression and optional filter.",
+]
+QUERY, PARAPHRASE, UNRELATED = (
+    "How can I sort a list in Python?",
+    "What is the way to order the items of a Python list?",
+    "Penguins live mostly in the southern hemisphere.",
+)
+
+
+@dataclass
+class Exported:
+    src: Path
+    onnx_dir: Path
+    int8_dir: Path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    root = tmp_path_factory.mktemp("backends")
+    src = root / "student"
+    shutil.copytree(minilm_path(), src)
+    onnx_dir = backends.export_onnx(src, root / "export-onnx")
+    int8_dir = backends.export_onnx(src, root / "export-int8", quantize=True, float_export=onnx_dir)
+    return Exported(src, onnx_dir, int8_dir)
+
+
+@pytest.fixture(scope="module")
+def embeddings(exported: Exported) -> dict[str, np.ndarray]:
+    dirs = {"torch": None, "onnx": exported.onnx_dir, "onnx-int8": exported.int8_dir}
+    out = {}
+    for backend, export_dir in dirs.items():
+        model = backends.load_student(exported.src, backend, max_seq_length=128, export_dir=export_dir)
+        assert model.max_seq_length == 128
+        out[backend] = encode(model, TEXTS + [QUERY, PARAPHRASE, UNRELATED])
+    return out
+
+
+def test_export_layout(exported: Exported) -> None:
+    assert (exported.onnx_dir / "onnx" / "model.onnx").is_file()
+    int8_files = sorted(p.name for p in (exported.int8_dir / "onnx").glob("*.onnx"))
+    assert int8_files == [f"model_qint8_{backends.pick_quant_config()}.onnx"]  # the float model is not kept
+    marker = backends.read_marker(exported.int8_dir)
+    assert marker is not None and marker["quantize"] is True and marker["recipe"] == "accurate"
+    # MiniLM-L6: per layer, attention's two activation MatMuls and the FFN output projection stay float
+    assert len(marker["kept_float"]) == 6 * 3
+    assert marker["fingerprint"] == backends.fingerprint(exported.src)
+    leftovers = [p.name for p in exported.onnx_dir.parent.iterdir() if p.name.endswith(".tmp")]
+    assert leftovers == []  # atomic: no temp folder left behind
+
+
+@pytest.mark.parametrize(("backend", "min_cos"), [("onnx", 0.99), ("onnx-int8", 0.95)])
+def test_embeddings_close_to_torch(embeddings: dict[str, np.ndarray], backend: str, min_cos: float) -> None:
+    ref, got = embeddings["torch"], embeddings[backend]
+    assert got.shape == ref.shape and got.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+    cos = np.einsum("ij,ij->i", ref, got)
+    assert cos.min() > min_cos, cos
+
+
+@pytest.mark.parametrize("backend", backends.BACKENDS)
+def test_paraphrase_ranks_above_unrelated(embeddings: dict[str, np.ndarray], backend: str) -> None:
+    q, para, unrel = embeddings[backend][-3:]
+    assert float(q @ para) > float(q @ unrel) + 0.2
+
+
+def test_export_is_reused(exported: Exported) -> None:
+    for out, quantize in ((exported.onnx_dir, False), (exported.int8_dir, True)):
+        marker = backends.read_marker(out)
+        assert marker is not None
+        onnx_file = out / marker["file_name"]
+        before = (onnx_file.stat().st_mtime_ns, (out / backends.MARKER).stat().st_mtime_ns)
+        assert backends.export_onnx(exported.src, out, quantize=quantize) == out
+        after = (onnx_file.stat().st_mtime_ns, (out / backends.MARKER).stat().st_mtime_ns)
+        assert after == before
+
+
+def test_changed_checkpoint_is_stale(exported: Exported, tmp_path: Path) -> None:
+    src = tmp_path / "student"
+    shutil.copytree(exported.src, src)
+    assert backends.is_fresh(exported.onnx_dir, backends.fingerprint(src), backends.FLOAT_FILE)
+    (src / "modules.json").write_text((src / "modules.json").read_text() + "\n")
+    assert not backends.is_fresh(exported.onnx_dir, backends.fingerprint(src), backends.FLOAT_FILE)
+
+
+def test_unknown_backend_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"student\.backend='tensorrt'.*torch, onnx, onnx-int8"):
+        backends.load_student(tmp_path, "tensorrt")
+    with pytest.raises(ConfigError, match=r"student\.backend"):
+        backends.default_export_dir(tmp_path, "openvino")
+
+
+def test_unknown_int8_recipe_is_a_config_error(exported: Exported, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="recipe"):
+        backends.export_onnx(exported.src, tmp_path / "out", quantize=True, recipe="fast")  # type: ignore[arg-type]
+
+
+def test_export_needs_a_model_folder(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match="modules.json"):
+        backends.export_onnx(tmp_path, tmp_path / "out")
+
+
+def test_pick_quant_config() -> None:
+    assert backends.pick_quant_config({"avx2", "avx512f", "avx512bw", "avx512_vnni"}, "x86_64") == "avx512_vnni"
+    assert backends.pick_quant_config({"avx2", "avx512f", "avx512bw"}, "x86_64") == "avx512"
+    assert backends.pick_quant_config({"avx2"}, "x86_64") == "avx2"
+    assert backends.pick_quant_config(set(), "x86_64") == "avx2"
+    assert backends.pick_quant_config(set(), "aarch64") == "arm64"
+
+
+def test_configure_threads() -> None:
+    import faiss
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        settings = backends.configure_threads(1)
+        assert settings.torch == settings.faiss == settings.onnxruntime == 1
+        assert torch.get_num_threads() == 1
+        assert faiss.omp_get_max_threads() == 1
+        assert backends.ort_session_options().intra_op_num_threads == 1
+        with pytest.raises(ConfigError):
+            backends.configure_threads(0)
+    finally:
+        backends.configure_threads(before)

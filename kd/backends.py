@@ -329,8 +329,15 @@ def export_onnx(
                 shutil.copytree(reuse, tmp, dirs_exist_ok=True)
                 (tmp / MARKER).unlink()
             else:
-                with _quiet_logger("sentence_transformers.backend", logging.ERROR):  # "save it" advice: we do
-                    model = SentenceTransformer(str(src), device="cpu", backend="onnx", model_kwargs={"export": True})
+                try:
+                    with _quiet_logger("sentence_transformers.backend", logging.ERROR):  # "save it" advice: we do
+                        model = SentenceTransformer(
+                            str(src), device="cpu", backend="onnx", model_kwargs={"export": True}
+                        )
+                except Exception as exc:  # noqa: BLE001 - corrupt weights, bad config: one message
+                    raise ModelLoadError(
+                        f"could not export {src} to ONNX ({type(exc).__name__}: {str(exc)[:200]})"
+                    ) from exc
                 model.save(str(tmp))
                 del model
             if not (tmp / FLOAT_FILE).is_file():

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from kd.metrics import Run, cut
+from kd.models import Teacher
 
-Scorer = "kd.teacher.CachedTeacher"
 
-
-def rerank(run: Run, depth: int, queries: dict[str, str], doc_text: dict[str, str], teacher: object) -> Run:
+def rerank(run: Run, depth: int, queries: dict[str, str], doc_text: dict[str, str], teacher: Teacher) -> Run:
     """Re-order each query's top-`depth` by teacher score; the rest keep their order below them.
 
     Scores in the returned run are rank-derived so they stay consistent with the new order.
@@ -19,7 +20,7 @@ def rerank(run: Run, depth: int, queries: dict[str, str], doc_text: dict[str, st
             qs.append(queries[qid])
             ps.append(doc_text[d])
             keys.append((qid, d))
-    scores = teacher.score(qs, ps) if keys else []  # type: ignore[attr-defined]
+    scores = teacher.score(qs, ps) if keys else np.zeros(0, dtype=np.float32)
     teacher_scores: dict[str, dict[str, float]] = {}
     for (qid, d), s in zip(keys, scores):
         teacher_scores.setdefault(qid, {})[d] = float(s)

@@ -239,16 +239,11 @@ def load_index(ws: Workspace, encode_corpus: Callable[[list[str]], np.ndarray], 
 
 
 def machine_info() -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
+    from kd.backends import available_cores, package_versions, pick_quant_config
 
-    from kd.backends import available_cores, pick_quant_config
-
-    versions = {}
-    for pkg in ("torch", "onnxruntime", "sentence-transformers", "transformers", "faiss-cpu", "optimum-onnx"):
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            continue
+    versions = package_versions(
+        ("torch", "onnxruntime", "sentence-transformers", "transformers", "faiss-cpu", "optimum-onnx")
+    )
     model = ""
     try:
         model = next(

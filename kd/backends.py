@@ -267,11 +267,15 @@ def _quiet_logger(name: str, level: int) -> Iterator[None]:
         target.setLevel(before)
 
 
-def _versions() -> dict[str, str]:
+EXPORT_PACKAGES = ("sentence-transformers", "optimum-onnx", "optimum", "onnxruntime", "transformers", "torch")
+
+
+def package_versions(packages: tuple[str, ...] = EXPORT_PACKAGES) -> dict[str, str]:
+    """Installed versions of `packages` (missing ones left out): recorded with exports and benchmarks."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("sentence-transformers", "optimum-onnx", "optimum", "onnxruntime", "transformers", "torch"):
+    for pkg in packages:
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -369,7 +373,7 @@ def export_onnx(
                 "quant_config": qc,
                 "recipe": recipe if qc else None,
                 "kept_float": kept_float,
-                "versions": _versions(),
+                "versions": package_versions(),
                 "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")

@@ -4,7 +4,8 @@
     python -m bench.latency --root /path/to/pipeline/copy --teacher-reps 5
 
 Measures (warm-up first, then many interleaved repetitions):
-  * student query encoding at batch 1, per backend (torch, onnx, onnx-int8);
+  * student query encoding at batch 1, per backend (torch, onnx, onnx-int8), the way the service
+    does it (ONNX backends: kd.backends.OnnxQueryEncoder; torch: SentenceTransformer.encode);
   * FAISS search at k=10 and k=100 on the pipeline's index (HNSW as in artifacts/index);
   * the student query path: encode + search k=10 + result assembly (what /search does, minus HTTP);
   * teacher query encoding, and the rerank path: teacher scoring of the student's top-100 for a
@@ -170,6 +171,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return np.asarray(emb, dtype=np.float32)
 
+    from kd.backends import OnnxQueryEncoder
+
+    def query_encoder(model: Any) -> Callable[[list[str]], np.ndarray]:
+        """What the service calls per request: the ONNX fast path where it applies, else encode()."""
+        fast = OnnxQueryEncoder.from_model(model)
+        return fast if fast is not None else (lambda texts: encode(model, texts, len(texts)))
+
     ref = next((v for v in variants if v.backend == "torch"), variants[0]).model
     # a temporary index (no artifacts/index) is encoded by float ONNX when measured: same vectors, faster
     builder = next((v for v in variants if v.backend == "onnx" and v.threads == n_all), None)
@@ -212,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("student query encoding, batch 1: %d reps x %s", args.reps, [v.name for v in variants])
 
     def encode_one(model: Any) -> Callable[[int], Any]:
-        return lambda i: encode(model, [qp + queries[i % nq]], 1)
+        enc = query_encoder(model)
+        return lambda i: enc([qp + queries[i % nq]])
 
     enc_calls = {v.name: encode_one(v.model) for v in variants}
     for name, runs in round_robin(enc_calls, args.reps, args.warmup, setups, args.cap_s).items():
@@ -238,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     # ------------------------------------------------------------ student path (encode + search + assembly)
     passages, docids = view.passages, view.docids
 
-    def student_path(model: Any, query: str, k: int = k_small) -> list[dict[str, Any]]:
-        emb = encode(model, [qp + query], 1)
+    def student_path(enc: Callable[[list[str]], np.ndarray], query: str, k: int = k_small) -> list[dict[str, Any]]:
+        emb = enc([qp + query])
         scores, rows = index.search(_as_query_batch(emb), k)
         return [
             {"id": docids[r], "score": float(s), "title": passages[r].get("title", ""), "text": passages[r]["text"]}
@@ -250,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     log.info("student query path (encode + search k=%d + assembly): %d reps", k_small, args.reps)
 
     def path_one(model: Any) -> Callable[[int], Any]:
-        return lambda i: student_path(model, queries[i % nq])
+        enc = query_encoder(model)
+        return lambda i: student_path(enc, queries[i % nq])
 
     path_calls = {v.name: path_one(v.model) for v in variants}
     for name, runs in round_robin(path_calls, args.reps, args.warmup, setups, args.cap_s).items():

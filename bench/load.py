@@ -14,6 +14,7 @@ let it start `python -m service` itself on a free loopback port:
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -149,6 +150,32 @@ def started_server(args: argparse.Namespace) -> Iterator[str]:
         log.close()
 
 
+class Conn:
+    """One keep-alive HTTP/1.1 connection (stdlib `http.client`).
+
+    The client shares the CPUs with the server here, so its own cost lands in every latency; the
+    stdlib connection does far less Python per request than httpx (a compiled client, such as wrk or
+    a Go/Rust caller, less still).
+    """
+
+    def __init__(self, url: str, timeout: float) -> None:
+        parts = urlsplit(url)
+        self.conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=timeout)
+        self.headers = {"Content-Type": "application/json", "Connection": "keep-alive"}
+
+    def post(self, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+        try:
+            self.conn.request("POST", path, json.dumps(body).encode(), self.headers)
+            r = self.conn.getresponse()
+            return r.status, r.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()  # the next request reconnects
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 def percentile(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 3) if values else None
 
@@ -165,9 +192,10 @@ def run_scenario(
 ) -> ScenarioResult:
     """`n` requests from `concurrency` threads, or fewer if `time_cap` seconds pass first."""
     result = ScenarioResult(name=name, requested=n, concurrency=concurrency)
-    with httpx.Client(timeout=60) as client:
-        for i in range(warmup):
-            client.post(f"{url}/search", json={**body, "query": queries[i % len(queries)]})
+    client = Conn(url, 60)
+    for i in range(warmup):
+        client.post("/search", {**body, "query": queries[i % len(queries)]})
+    client.close()
 
     lock = threading.Lock()
     counter = iter(range(n))
@@ -176,7 +204,8 @@ def run_scenario(
     deadline = time.perf_counter() + time_cap
 
     def worker() -> None:
-        with httpx.Client(timeout=max(time_cap, 1.0)) as client:
+        client = Conn(url, max(time_cap, 1.0))
+        try:
             while True:
                 with lock:
                     i = next(counter, None)
@@ -189,12 +218,12 @@ def run_scenario(
                 error = None
                 server_ms = 0.0
                 try:
-                    r = client.post(f"{url}/search", json={**body, "query": queries[i % len(queries)]})
-                    if r.status_code == 200:
-                        server_ms = float(r.json()["latency_ms"])
+                    status, raw = client.post("/search", {**body, "query": queries[i % len(queries)]})
+                    if status == 200:
+                        server_ms = float(json.loads(raw)["latency_ms"])
                     else:
-                        error = f"HTTP {r.status_code}: {r.text[:200]}"
-                except httpx.HTTPError as exc:
+                        error = f"HTTP {status}: {raw[:200].decode(errors='replace')}"
+                except (OSError, http.client.HTTPException) as exc:
                     error = f"{type(exc).__name__}: {exc}"
                 elapsed = (time.perf_counter() - start) * 1000
                 with lock:
@@ -207,6 +236,8 @@ def run_scenario(
                         result.errors += 1
                         if len(result.error_samples) < 5:
                             result.error_samples.append(error)
+        finally:
+            client.close()
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+import numpy as np
+
 from kd.atomic import atomic_dir
 from kd.errors import ConfigError, ModelLoadError
 
@@ -454,3 +456,57 @@ def load_student(
 def clear_export(out_dir: Path | str) -> None:
     """Delete an export folder (the next `load_student` exports again)."""
     shutil.rmtree(Path(out_dir), ignore_errors=True)
+
+
+# ---------------------------------------------------------------- serving fast path
+
+
+class OnnxQueryEncoder:
+    """Encode a few short queries straight through the tokenizer and the ONNX Runtime session.
+
+    `SentenceTransformer.encode` wraps the ~2 ms forward pass of a short query in ~1 ms of Python
+    (module chain, torch <-> numpy copies, length sorting); a search service pays that on every
+    request. This does the same maths — the module's tokenizer call, mean pooling over the attention
+    mask, L2 normalisation (the service and the index always normalise) — in numpy on the session's output. `from_model` returns None for any
+    layout it would not reproduce exactly (torch backend, other pooling, extra modules), so callers
+    fall back to `encode`; tests check the two agree.
+    """
+
+    def __init__(self, tokenizer: Any, session: Any, max_length: int) -> None:
+        self.tokenizer = tokenizer
+        self.session = session
+        self.max_length = max_length
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.output_name = session.get_outputs()[0].name
+
+    @classmethod
+    def from_model(cls, model: SentenceTransformer) -> OnnxQueryEncoder | None:
+        from sentence_transformers.models import Normalize, Pooling
+
+        modules = list(model)
+        session = getattr(getattr(modules[0], "auto_model", None), "session", None) if modules else None
+        tokenizer = getattr(modules[0], "tokenizer", None) if modules else None
+        if session is None or tokenizer is None or not getattr(tokenizer, "is_fast", False) or len(modules) not in (2, 3):
+            return None
+        pooling = modules[1]
+        if not isinstance(pooling, Pooling) or pooling.get_config_dict().get("pooling_mode") != "mean":
+            return None
+        if len(modules) == 3 and not isinstance(modules[2], Normalize):
+            return None
+        return cls(tokenizer, session, int(model.max_seq_length or 512))
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        """float32 [len(texts), dim], as `model.encode(texts, normalize_embeddings=True)` would give."""
+        feats = self.tokenizer(
+            [t.strip() for t in texts],  # sentence-transformers strips input text before tokenizing
+            padding=True,
+            truncation="longest_first",
+            max_length=self.max_length,
+            return_tensors="np",
+        )
+        inputs = {name: feats[name].astype(np.int64, copy=False) for name in self.input_names}
+        (tokens,) = self.session.run([self.output_name], inputs)
+        mask = inputs["attention_mask"][..., None].astype(np.float32)
+        emb = (tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
+        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(emb, dtype=np.float32)

@@ -58,11 +58,14 @@ class BM25Config:
     threads: int = 2
 
 
+MINING_SOURCES = ("bm25", "dense")  # dense: the untrained student's run (stage `baseline`)
+
+
 @dataclass(frozen=True)
 class MiningConfig:
     depth: int = 30
     num_negatives: int = 7
-    dense: bool = False
+    sources: list[str] = field(default_factory=lambda: ["bm25"])  # bm25 | dense (the untrained student)
     fn_margin: float | None = 0.0
     fn_threshold: float | None = None
 
@@ -203,6 +206,12 @@ def params_from_dict(raw: dict[str, Any]) -> Params:
     check_backend(params.student.backend)  # ConfigError naming student.backend
     for backend in params.eval.backends:
         check_backend(backend)
+    sources = params.mining.sources
+    if not isinstance(sources, list) or not sources or any(s not in MINING_SOURCES for s in sources):
+        raise ConfigError(
+            f"mining.sources={sources!r} must be a non-empty list drawn from {', '.join(MINING_SOURCES)} "
+            "(conf/mining/, or `dvc exp run -S 'mining.sources=[bm25,dense]'`)"
+        )
     return params
 
 

@@ -5,7 +5,8 @@ one line naming the file and the `dvc repro` stage to run, instead of a lifespan
 
 Precedence: command-line flag > environment variable > params.yaml (`service.*`) > default.
 Environment: KD_SERVICE_HOST, KD_SERVICE_PORT, KD_STUDENT_DIR, KD_INDEX_DIR, KD_PARAMS,
-KD_SERVICE_RERANK (0/false/no turns reranking off), KD_LOG_LEVEL.
+KD_SERVICE_RERANK (0/false/no turns reranking off), KD_LOG_LEVEL, KD_ACCESS_LOG (1 = one log line per
+request; off by default, it costs latency).
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-rerank", action="store_true", help="do not load the teacher; rerank=true requests get 400"
     )
     parser.add_argument("--log-level", default=None, help="uvicorn log level (default info)")
+    parser.add_argument(
+        "--access-log", action="store_true", help="log one line per request (off by default: it costs latency)"
+    )
     return parser.parse_args(argv)
 
 
@@ -71,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         host = args.host or os.environ.get("KD_SERVICE_HOST") or params.service.host
         port = args.port if args.port is not None else _env_int("KD_SERVICE_PORT")
         port = params.service.port if port is None else port
+        access_log = args.access_log or bool(_env_bool("KD_ACCESS_LOG"))
         engine = load_engine(settings)
     except KDError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -82,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     app = create_app(settings, engine=engine)
     log_level = args.log_level or os.environ.get("KD_LOG_LEVEL") or "info"
-    uvicorn.run(app, host=host, port=port, workers=1, log_level=log_level)
+    uvicorn.run(app, host=host, port=port, workers=1, log_level=log_level, access_log=access_log)
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from kd.backends import OnnxQueryEncoder
 from kd.config import Params, ServiceConfig
 from kd.data.io import passage_text
 from kd.errors import ArtifactError, ModelLoadError
@@ -103,6 +104,7 @@ class Engine:
         self.teacher = teacher
         self.query_prefix = settings.params.student.query_prefix
         self.corpus_size = int(self.faiss.ntotal)
+        self._fast_encode = OnnxQueryEncoder.from_model(student)  # None: torch backend, use encode()
         self._student_lock = threading.Lock()
         self._teacher_lock = threading.Lock()
         self.ready_info = self._ready_info()
@@ -115,6 +117,8 @@ class Engine:
         """L2-normalised float32 query embeddings, all queries in one forward pass."""
         texts = [self.query_prefix + q for q in queries] if self.query_prefix else queries
         with self._student_lock:
+            if self._fast_encode is not None:
+                return self._fast_encode(texts)
             emb = self.student.encode(
                 texts,
                 batch_size=max(len(texts), 1),

@@ -1,6 +1,7 @@
 """Stage `negatives`: hard negatives per training query, false negatives removed by the teacher.
 
-Candidates: BM25 top-`mining.depth` (+ the untrained student's when `mining.dense`). Passages
+Candidates: the top-`mining.depth` of each run in `mining.sources` (`bm25`; `dense`, the untrained
+student's own ranking, i.e. the mistakes the teacher should correct), in that order. Passages
 judged for test queries are never used, so no test answer wording reaches training.
 """
 
@@ -27,9 +28,8 @@ OUT = Path("artifacts/negatives.parquet")
 def main(p: Params) -> None:
     ds = read_dataset(Path("data"))
     teacher = CachedTeacher(load_teacher(p.teacher), cache_dir() / "teacher")  # fail fast on a bad teacher
-    runs = {"bm25": read_trec(Path("artifacts/bm25/runs/train.trec"))}
-    if p.mining.dense:
-        runs["dense"] = read_trec(Path("artifacts/baseline/runs/train.trec"))
+    files = {"bm25": Path("artifacts/bm25/runs/train.trec"), "dense": Path("artifacts/baseline/runs/train.trec")}
+    runs = {source: read_trec(files[source]) for source in p.mining.sources}
     test_judged = {d for docs in ds.qrels["test"].values() for d in docs}
     groups = mining.candidates(ds.qrels["train"], runs, p.mining.depth, test_judged)
     if not groups:

@@ -148,3 +148,26 @@ def test_configure_threads() -> None:
             backends.configure_threads(0)
     finally:
         backends.configure_threads(before)
+
+
+@pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
+def test_query_encoder_matches_encode(exported: Exported, backend: str) -> None:
+    """The service's fast path gives sentence-transformers' own vectors, batch of 1 and a padded batch."""
+    export_dir = exported.onnx_dir if backend == "onnx" else exported.int8_dir
+    model = backends.load_student(exported.src, backend, max_seq_length=16, export_dir=export_dir)
+    fast = backends.OnnxQueryEncoder.from_model(model)
+    assert fast is not None
+    texts = ["  How do I sort a list?  ", "x", TEXTS[1] * 5]  # whitespace, one token, truncated at 16
+    want = model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    got = fast(texts)
+    assert got.dtype == np.float32 and got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    # the same batch: dynamic int8 picks its activation scale over the whole padded batch
+    one = model.encode(texts[:1], normalize_embeddings=True, convert_to_numpy=True)
+    np.testing.assert_allclose(fast(texts[:1]), one, atol=2e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_query_encoder_declines_torch(exported: Exported) -> None:
+    model = backends.load_student(exported.src, "torch", max_seq_length=16)
+    assert backends.OnnxQueryEncoder.from_model(model) is None

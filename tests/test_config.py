@@ -57,6 +57,9 @@ def test_unknown_key_is_named():
         ({"service": {"rerank": "yes"}}, "service.rerank"),
         ({"data": {"max_passages": "300"}}, "data.max_passages"),
         ({"loss": "heavy"}, "loss"),
+        ({"mining": {"sources": ["bm25", "colbert"]}}, "mining.sources"),
+        ({"mining": {"sources": []}}, "mining.sources"),
+        ({"mining": {"sources": "dense"}}, "mining.sources"),
     ],
 )
 def test_wrong_type_is_named(raw, key):

@@ -47,7 +47,9 @@ class ModelConfig:
     query_prefix: str = ""
     passage_prefix: str = ""
     chunk_groups: int = 64  # teacher only: groups per kept chunk of the resumable teacher stage
-    backend: str = "torch"  # student only: torch | onnx | onnx-int8 (kd/backends.py)
+    backend: str = "torch"  # student only: query encoder (service, eval): torch | onnx | onnx-int8
+    corpus_backend: str = "torch"  # student only: what encodes the corpus (stages baseline, index)
+    dtype: str = "auto"  # PyTorch compute: auto (bf16 where the CPU has it natively) | bfloat16 | float32
 
 
 @dataclass(frozen=True)
@@ -201,11 +203,14 @@ def _build(cls: type[T], raw: Any, prefix: str) -> T:
 
 def params_from_dict(raw: dict[str, Any]) -> Params:
     params = _build(Params, raw, "")
-    from kd.backends import check_backend
+    from kd.backends import check_backend, check_dtype
 
     check_backend(params.student.backend)  # ConfigError naming student.backend
+    check_backend(params.student.corpus_backend, "student.corpus_backend")
+    check_dtype(params.student.dtype, "student.dtype")
+    check_dtype(params.teacher.dtype, "teacher.dtype")
     for backend in params.eval.backends:
-        check_backend(backend)
+        check_backend(backend, "eval.backends")
     sources = params.mining.sources
     if not isinstance(sources, list) or not sources or any(s not in MINING_SOURCES for s in sources):
         raise ConfigError(

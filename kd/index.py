@@ -119,11 +119,13 @@ def load(index_dir: Path) -> LoadedIndex:
     return LoadedIndex(index, docids, passages, meta)
 
 
-def embed_corpus(model: Any, corpus: Corpus, prefix: str, batch_size: int) -> tuple[list[str], np.ndarray]:
+def embed_corpus(
+    model: Any, corpus: Corpus, prefix: str, batch_size: int, dtype: str = "float32"
+) -> tuple[list[str], np.ndarray]:
     """Passage ids (sorted, so row order is stable) and their normalised embeddings."""
     from kd.data.io import passage_text
     from kd.models import encode
 
     docids = sorted(corpus)
-    emb = encode(model, [passage_text(corpus[d]) for d in docids], prefix, batch_size, progress=True)
+    emb = encode(model, [passage_text(corpus[d]) for d in docids], prefix, batch_size, progress=True, dtype=dtype)
     return docids, emb

@@ -154,16 +154,27 @@ def load_cross_encoder(name: str, max_seq_length: int | None = None, device: str
 
 
 def encode(
-    model: SentenceTransformer, texts: list[str], prefix: str = "", batch_size: int = 32, progress: bool = False
+    model: SentenceTransformer,
+    texts: list[str],
+    prefix: str = "",
+    batch_size: int = 32,
+    progress: bool = False,
+    dtype: str = "float32",
 ) -> np.ndarray:
-    """L2-normalised float32 embeddings, so inner product == cosine everywhere downstream."""
-    emb = model.encode(
-        [prefix + t for t in texts],
-        batch_size=batch_size,
-        convert_to_numpy=True,
-        normalize_embeddings=True,
-        show_progress_bar=progress,
-    )
+    """L2-normalised float32 embeddings, so inner product == cosine everywhere downstream.
+
+    `dtype`: the model config's compute dtype (`kd.backends.use_bf16`); the result is float32 either way.
+    """
+    from kd.backends import autocast
+
+    with autocast(dtype):
+        emb = model.encode(
+            [prefix + t for t in texts],
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=progress,
+        )
     return np.asarray(emb, dtype=np.float32)
 
 
@@ -184,10 +195,10 @@ class BiEncoderTeacher:
         self.model = model or load_bi_encoder(cfg.model, cfg.max_seq_length)
 
     def encode_queries(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        return encode(self.model, texts, self.cfg.query_prefix, self.cfg.batch_size, progress)
+        return encode(self.model, texts, self.cfg.query_prefix, self.cfg.batch_size, progress, self.cfg.dtype)
 
     def encode_passages(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        return encode(self.model, texts, self.cfg.passage_prefix, self.cfg.batch_size, progress)
+        return encode(self.model, texts, self.cfg.passage_prefix, self.cfg.batch_size, progress, self.cfg.dtype)
 
     def score(self, queries: list[str], passages: list[str], progress: bool = False) -> np.ndarray:
         uq = list(dict.fromkeys(queries))
@@ -211,7 +222,10 @@ class CrossEncoderTeacher:
 
     def score(self, queries: list[str], passages: list[str], progress: bool = False) -> np.ndarray:
         pairs = [(self.cfg.query_prefix + q, self.cfg.passage_prefix + p) for q, p in zip(queries, passages)]
-        out = self.model.predict(pairs, batch_size=self.cfg.batch_size, show_progress_bar=progress)  # type: ignore[arg-type]
+        from kd.backends import autocast
+
+        with autocast(self.cfg.dtype):
+            out = self.model.predict(pairs, batch_size=self.cfg.batch_size, show_progress_bar=progress)  # type: ignore[arg-type]
         return np.asarray(out, dtype=np.float32).reshape(-1)
 
 

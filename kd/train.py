@@ -103,8 +103,13 @@ def train(
     seed: int,
     work_dir: Path,
     on_metrics: Callable[[str, float, int], None] | None = None,
+    bf16: bool = False,
 ) -> Curves:
-    """Fit `model` in place; return curves. Keeps the best epoch by val nDCG@10."""
+    """Fit `model` in place; return curves. Keeps the best epoch by val nDCG@10.
+
+    `bf16`: mixed precision (autocast to bfloat16; weights and optimizer stay float32), about twice
+    as fast on CPUs with native bf16 (`kd.backends.use_bf16`).
+    """
     from datasets import Dataset as HFDataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.training_args import BatchSamplers
@@ -163,6 +168,7 @@ def train(
         seed=seed,
         data_seed=seed,
         use_cpu=True,
+        bf16=bf16,
         report_to="none",
         disable_tqdm=False,
         dataloader_num_workers=0,

@@ -19,8 +19,11 @@ OUT = Path("artifacts/baseline")
 
 def main(p: Params) -> None:
     ds = read_dataset(Path("data"))
+    corpus_model = load_student(p.student.model, p.student.corpus_backend, p.student.max_seq_length)
+    docids, emb = index.embed_corpus(
+        corpus_model, ds.corpus, p.student.passage_prefix, p.student.batch_size, p.student.dtype
+    )
     model = load_student(p.student.model, p.student.backend, p.student.max_seq_length)
-    docids, emb = index.embed_corpus(model, ds.corpus, p.student.passage_prefix, p.student.batch_size)
     idx = index.build(emb, p.index)
     with atomic_dir(OUT) as tmp:
         for split in ("train", "test"):

@@ -14,7 +14,7 @@ import numpy as np
 
 from kd import index, tracking
 from kd.atomic import atomic_dir, atomic_path, write_text
-from kd.backends import load_student
+from kd.backends import corpus_encoder, load_student
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
@@ -87,8 +87,8 @@ def main(p: Params) -> None:
     md = markdown_table(table, columns)
     md += f"\nKD vs untrained nDCG@10: diff {sig['mean_diff']:+.4f}, paired t p={sig['t_pvalue']:.3g}, "
     md += f"Wilcoxon p={sig['wilcoxon_pvalue']:.3g} (n={int(sig['n'])})\n"
-    md += "\nKD student nDCG@10 by query-encoder backend (index built with "
-    md += f"{p.student.backend}): " + ", ".join(f"{b} {v:.4f}" for b, v in by_backend.items()) + "\n"
+    md += "\nKD student nDCG@10 by query-encoder backend (corpus encoded with "
+    md += f"{corpus_encoder(p)}): " + ", ".join(f"{b} {v:.4f}" for b, v in by_backend.items()) + "\n"
     write_text(EVAL / "table.md", md)
     with tracking.run("evaluate", p) as tr:
         for name, values in table.items():

@@ -5,7 +5,7 @@ import logging
 from pathlib import Path
 
 from kd import index, tracking
-from kd.backends import load_student
+from kd.backends import corpus_encoder, load_student
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import read_dataset
@@ -19,13 +19,16 @@ def main(p: Params) -> None:
     if not (STUDENT / "modules.json").exists():
         raise ArtifactError(f"{STUDENT} holds no trained student: run `dvc repro train` first")
     ds = read_dataset(Path("data"))
-    model = load_student(STUDENT, p.student.backend, p.student.max_seq_length)
-    docids, emb = index.embed_corpus(model, ds.corpus, p.student.passage_prefix, p.student.batch_size)
+    model = load_student(STUDENT, p.student.corpus_backend, p.student.max_seq_length)
+    docids, emb = index.embed_corpus(
+        model, ds.corpus, p.student.passage_prefix, p.student.batch_size, p.student.dtype
+    )
     idx = index.build(emb, p.index)
     meta = {
         "student": p.student.model,
         "student_dir": str(STUDENT),
-        "student_backend": p.student.backend,
+        "student_backend": p.student.backend,  # the query encoder the service uses
+        "corpus_encoder": corpus_encoder(p),
         "teacher": p.teacher.model,
         "index": dataclasses.asdict(p.index),
         "corpus_size": len(docids),

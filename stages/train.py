@@ -9,6 +9,7 @@ import pandas as pd
 
 from kd import tracking
 from kd.atomic import atomic_dir, write_text
+from kd.backends import use_bf16
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
@@ -38,7 +39,9 @@ def main(p: Params) -> None:
     model = load_bi_encoder(p.student.model, p.train.max_seq_length)
     with tracking.run("train", p) as tr, tempfile.TemporaryDirectory(dir=cache_dir()) as work:
         tr.metric("train_groups", len(rows["query"]))
-        curves = fit(model, rows, evaluator, p.loss, p.train, p.seed, Path(work), on_metrics=tr.metric)
+        bf16 = use_bf16(p.student.dtype)
+        logging.info("training in %s (student.dtype=%s)", "bfloat16 mixed precision" if bf16 else "float32", p.student.dtype)
+        curves = fit(model, rows, evaluator, p.loss, p.train, p.seed, Path(work), on_metrics=tr.metric, bf16=bf16)
         model.max_seq_length = p.student.max_seq_length
         with atomic_dir(STUDENT) as tmp:
             model.save(str(tmp), create_model_card=False)  # the card holds a timestamp: same weights, same hash

@@ -171,3 +171,22 @@ def test_query_encoder_matches_encode(exported: Exported, backend: str) -> None:
 def test_query_encoder_declines_torch(exported: Exported) -> None:
     model = backends.load_student(exported.src, "torch", max_seq_length=16)
     assert backends.OnnxQueryEncoder.from_model(model) is None
+
+
+def test_use_bf16_follows_setting_and_cpu_flags() -> None:
+    assert backends.use_bf16("auto", flags={"avx512f", "avx512_bf16"})
+    assert backends.use_bf16("auto", flags={"amx_bf16"})
+    assert not backends.use_bf16("auto", flags={"avx2", "avx512f"})
+    assert backends.use_bf16("bfloat16", flags=set()) and not backends.use_bf16("float32", flags={"avx512_bf16"})
+    with pytest.raises(ConfigError, match=r"teacher\.dtype"):
+        backends.check_dtype("fp16", "teacher.dtype")
+
+
+def test_bf16_encoding_is_float32_and_close(exported: Exported) -> None:
+    """bfloat16 autocast changes speed, not answers: same ranking, cosine to float32 >= 0.999."""
+    model = backends.load_student(exported.src, "torch", max_seq_length=128)
+    ref = encode(model, TEXTS)
+    got = encode(model, TEXTS, dtype="bfloat16")
+    assert got.dtype == np.float32
+    assert float((ref * got).sum(axis=1).min()) > 0.999
+    assert np.array_equal(np.argsort(-(got @ got[0])), np.argsort(-(ref @ ref[0])))

@@ -16,11 +16,12 @@ def test_params_yaml_is_the_composition_of_conf():
     assert compose() == committed
     # the typed view reads every key, and every field is set explicitly in conf/, so nothing
     # silently falls back to a dataclass default (bar ModelConfig's role-specific fields: the
-    # student has no kind/chunk_groups, the teacher no backend)
+    # student has no kind/chunk_groups, the teacher no backend/corpus_backend)
     flat, raw = params_from_dict(committed).flat(), _flatten(committed)
     assert {k: flat[k] for k in raw} == raw
     assert "student.kind" in set(flat) - set(raw)
-    assert set(flat) - set(raw) <= {"student.kind", "student.chunk_groups", "teacher.backend"}
+    role_specific = {"student.kind", "student.chunk_groups", "teacher.backend", "teacher.corpus_backend"}
+    assert set(flat) - set(raw) <= role_specific
 
 
 def _flatten(raw: dict, prefix: str = "") -> dict:
@@ -60,6 +61,10 @@ def test_unknown_key_is_named():
         ({"mining": {"sources": ["bm25", "colbert"]}}, "mining.sources"),
         ({"mining": {"sources": []}}, "mining.sources"),
         ({"mining": {"sources": "dense"}}, "mining.sources"),
+        ({"student": {"dtype": "float16"}}, "student.dtype"),
+        ({"teacher": {"dtype": "bf16"}}, "teacher.dtype"),
+        ({"student": {"corpus_backend": "tensorrt"}}, "student.corpus_backend"),
+        ({"eval": {"backends": ["torch", "openvino"]}}, "eval.backends"),
     ],
 )
 def test_wrong_type_is_named(raw, key):

@@ -49,7 +49,7 @@ class ModelConfig:
     chunk_groups: int = 64  # teacher only: groups per kept chunk of the resumable teacher stage
     backend: str = "torch"  # student only: query encoder (service, eval): torch | onnx | onnx-int8
     corpus_backend: str = "torch"  # student only: what encodes the corpus (stages baseline, index)
-    dtype: str = "auto"  # PyTorch compute: auto (bf16 where the CPU has it natively) | bfloat16 | float32
+    dtype: str = "float32"  # PyTorch inference (encoding): auto (bf16 where the CPU has it natively) | bfloat16 | float32
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_seq_length: int = 128
     val_depth: int = 30
+    dtype: str = "float32"  # auto | bfloat16 (mixed precision) | float32
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,7 @@ def params_from_dict(raw: dict[str, Any]) -> Params:
     check_backend(params.student.corpus_backend, "student.corpus_backend")
     check_dtype(params.student.dtype, "student.dtype")
     check_dtype(params.teacher.dtype, "teacher.dtype")
+    check_dtype(params.train.dtype, "train.dtype")
     for backend in params.eval.backends:
         check_backend(backend, "eval.backends")
     sources = params.mining.sources

@@ -39,8 +39,8 @@ def main(p: Params) -> None:
     model = load_bi_encoder(p.student.model, p.train.max_seq_length)
     with tracking.run("train", p) as tr, tempfile.TemporaryDirectory(dir=cache_dir()) as work:
         tr.metric("train_groups", len(rows["query"]))
-        bf16 = use_bf16(p.student.dtype)
-        logging.info("training in %s (student.dtype=%s)", "bfloat16 mixed precision" if bf16 else "float32", p.student.dtype)
+        bf16 = use_bf16(p.train.dtype)
+        logging.info("training in %s (train.dtype=%s)", "bfloat16 mixed precision" if bf16 else "float32", p.train.dtype)
         curves = fit(model, rows, evaluator, p.loss, p.train, p.seed, Path(work), on_metrics=tr.metric, bf16=bf16)
         model.max_seq_length = p.student.max_seq_length
         with atomic_dir(STUDENT) as tmp:

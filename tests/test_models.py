@@ -37,13 +37,15 @@ def test_mpnet_offline(mpnet):
 
 
 def test_bi_encoder_teacher_scores(minilm):
-    teacher = BiEncoderTeacher(ModelConfig(model="minilm", batch_size=2), model=minilm)
+    teacher = BiEncoderTeacher(ModelConfig(model="minilm", batch_size=2, dtype="float32"), model=minilm)
     scores = teacher.score([QUERY, QUERY, QUERY], [PARAPHRASE, UNRELATED, PARAPHRASE])
     assert scores.shape == (3,) and scores.dtype == np.float32
     assert scores[0] > scores[1]
     assert scores[0] == pytest.approx(scores[2], abs=1e-6)  # repeated pairs encoded once, same score
     q, p = encode(minilm, [QUERY, UNRELATED])
     assert scores[1] == pytest.approx(float(q @ p), abs=1e-5)
+    bf16 = BiEncoderTeacher(ModelConfig(model="minilm", batch_size=2, dtype="bfloat16"), model=minilm)
+    assert bf16.score([QUERY, QUERY], [PARAPHRASE, UNRELATED]) == pytest.approx(scores[:2], abs=5e-3)
 
 
 def test_cross_encoder_teacher(tmp_path):

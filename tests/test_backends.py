@@ -62,7 +62,9 @@ def embeddings(exported: Exported) -> dict[str, np.ndarray]:
 
 
 def test_export_layout(exported: Exported) -> None:
-    assert (exported.onnx_dir / "onnx" / "model.onnx").is_file()
+    assert (exported.onnx_dir / "onnx" / "model.onnx").is_file()  # the plain export int8 quantizes
+    assert (exported.onnx_dir / backends.SERVING_FILE).is_file()  # what backend `onnx` loads
+    assert (backends.read_marker(exported.onnx_dir) or {}).get("optimization") == "O3"
     int8_files = sorted(p.name for p in (exported.int8_dir / "onnx").glob("*.onnx"))
     assert int8_files == [f"model_qint8_{backends.pick_quant_config()}.onnx"]  # the float model is not kept
     marker = backends.read_marker(exported.int8_dir)
@@ -103,9 +105,9 @@ def test_export_is_reused(exported: Exported) -> None:
 def test_changed_checkpoint_is_stale(exported: Exported, tmp_path: Path) -> None:
     src = tmp_path / "student"
     shutil.copytree(exported.src, src)
-    assert backends.is_fresh(exported.onnx_dir, backends.fingerprint(src), backends.FLOAT_FILE)
+    assert backends.is_fresh(exported.onnx_dir, backends.fingerprint(src), backends.SERVING_FILE)
     (src / "modules.json").write_text((src / "modules.json").read_text() + "\n")
-    assert not backends.is_fresh(exported.onnx_dir, backends.fingerprint(src), backends.FLOAT_FILE)
+    assert not backends.is_fresh(exported.onnx_dir, backends.fingerprint(src), backends.SERVING_FILE)
 
 
 def test_unknown_backend_is_a_config_error(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ Threads: `configure_threads(n)` sets torch, FAISS (OpenMP) and the ONNX Runtime 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -30,6 +31,7 @@ import re
 import shutil
 import time
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -82,16 +84,20 @@ def check_backend(backend: str, key: str = "student.backend") -> Backend:
 # ---------------------------------------------------------------- CPU
 
 
-def cpu_flags() -> set[str]:
-    """The CPU feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS).
+
+    Read once per process: `autocast` asks on every encode call, the service's rerank per request.
+    """
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return set()
+        return frozenset()
     for line in text.splitlines():
         if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
 
 
 DTYPES: Final[tuple[str, ...]] = ("auto", "bfloat16", "float32")
@@ -105,12 +111,12 @@ def check_dtype(value: str, key: str) -> str:
     return value
 
 
-def use_bf16(dtype: str, flags: set[str] | None = None) -> bool:
+def use_bf16(dtype: str, flags: AbstractSet[str] | None = None) -> bool:
     """Whether PyTorch work for a model with this `dtype` setting runs in bfloat16.
 
     "auto": only where the CPU has native bf16 (Zen 4 / Sapphire Rapids and later): there, autocast
-    roughly halves encoding and training time (mpnet 5.7 -> 12.9 passages/s on the reference box, cosine
-    to float32 >= 0.9999); elsewhere bf16 is emulated and slower, so float32.
+    roughly halves encoding time (mpnet 5.7 -> 12.9 passages/s on the reference box, cosine to
+    float32 >= 0.9999); elsewhere bf16 is emulated and slower, so float32.
     """
     if dtype == "auto":
         return bool(BF16_FLAGS & (cpu_flags() if flags is None else flags))
@@ -134,7 +140,7 @@ def autocast(dtype: str) -> contextlib.AbstractContextManager[Any]:
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
-def pick_quant_config(flags: set[str] | None = None, machine: str | None = None) -> QuantConfig:
+def pick_quant_config(flags: AbstractSet[str] | None = None, machine: str | None = None) -> QuantConfig:
     """The int8 dynamic-quantization config this CPU runs best.
 
     VNNI (int8 dot products) > AVX-512 > AVX2. `avx2` is also the fallback for an unknown x86 CPU:
@@ -172,11 +178,11 @@ class ThreadSettings:
 def configure_threads(n: int | None = None, faiss_threads: int | None = None) -> ThreadSettings:
     """Set the thread pools of torch, FAISS and (for sessions created later) ONNX Runtime.
 
-    Default `n`: every available core (2 on the reference box): right for bulk encoding (the `index`
-    stage). For serving one short query at a time on a small or shared box, `n=1` is the safer choice:
-    on the 2-core reference box under CPU contention, a batch-1 query took ~10x longer with torch at 2
-    threads than at 1 (OpenMP threads wait on a descheduled peer), ONNX Runtime ~1.3x (bench/latency.py
-    measures both). More threads than cores only adds contention. `faiss_threads` defaults to `n`; a
+    Default `n`: every available core (2 on the reference box). That is right for bulk encoding and,
+    on a quiet box, for serving too (the ONNX service at 2 threads: HTTP p50 5.9 vs 7.2 ms at 1 thread).
+    Under CPU contention fewer threads can win: a batch-1 torch query took ~10x longer at 2 threads
+    than at 1 on the loaded 2-core box (OpenMP threads wait on a descheduled peer), ONNX Runtime ~1.3x
+    (bench/latency.py measures both). More threads than cores only adds contention. `faiss_threads` defaults to `n`; a
     single-query HNSW search runs on one thread whatever it is set to. torch's thread count is
     process-wide, so it also applies to a torch teacher in the same process.
     """
@@ -533,12 +539,13 @@ def clear_export(out_dir: Path | str) -> None:
 class OnnxQueryEncoder:
     """Encode a few short queries straight through the tokenizer and the ONNX Runtime session.
 
-    `SentenceTransformer.encode` wraps the ~2 ms forward pass of a short query in ~1 ms of Python
-    (module chain, torch <-> numpy copies, length sorting); a search service pays that on every
-    request. This does the same maths — the module's tokenizer call, mean pooling over the attention
-    mask, L2 normalisation (the service and the index always normalise) — in numpy on the session's output. `from_model` returns None for any
-    layout it would not reproduce exactly (torch backend, other pooling, extra modules), so callers
-    fall back to `encode`; tests check the two agree.
+    `SentenceTransformer.encode` wraps the ~3 ms forward pass of a short query in ~1 ms of Python
+    (module chain, torch <-> numpy copies, length sorting; 4.55 vs 3.54 ms in
+    bench/results/profile_request.txt); a search service pays that on every request. This does the
+    same maths — the module's tokenizer call, mean pooling over the attention mask, L2 normalisation
+    (the service and the index always normalise) — in numpy on the session's output. `from_model`
+    returns None for any layout it would not reproduce exactly (torch backend, other pooling, extra
+    modules), so callers fall back to `encode`; tests check the two agree.
     """
 
     def __init__(self, tokenizer: Any, session: Any, max_length: int) -> None:

@@ -107,8 +107,8 @@ def train(
 ) -> Curves:
     """Fit `model` in place; return curves. Keeps the best epoch by val nDCG@10.
 
-    `bf16`: mixed precision (autocast to bfloat16; weights and optimizer stay float32), about twice
-    as fast on CPUs with native bf16 (`kd.backends.use_bf16`).
+    `bf16`: mixed precision (autocast to bfloat16; weights and optimizer stay float32), for CPUs with
+    native bf16 (`kd.backends.use_bf16`); on the reference box it was barely faster and scored lower.
     """
     from datasets import Dataset as HFDataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments

@@ -23,7 +23,8 @@ def main(p: Params) -> None:
     docids, emb = index.embed_corpus(
         corpus_model, ds.corpus, p.student.passage_prefix, p.student.batch_size, p.student.dtype
     )
-    model = load_student(p.student.model, p.student.backend, p.student.max_seq_length)
+    same = p.student.backend == p.student.corpus_backend
+    model = corpus_model if same else load_student(p.student.model, p.student.backend, p.student.max_seq_length)
     idx = index.build(emb, p.index)
     with atomic_dir(OUT) as tmp:
         for split in ("train", "test"):

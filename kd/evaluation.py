@@ -1,26 +1,37 @@
-"""Evaluation helpers that combine runs: teacher reranking and the results table."""
+"""Evaluation helpers that combine runs: teacher reranking, the teacher alone, the results table."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
 from kd.metrics import Run, cut
 from kd.models import Teacher
+from kd.teacher_corpus import TeacherCorpus
+
+PairScorer = Callable[[list[tuple[str, str]]], np.ndarray]  # (qid, docid) pairs -> teacher scores
 
 
-def rerank(run: Run, depth: int, queries: dict[str, str], doc_text: dict[str, str], teacher: Teacher) -> Run:
+def text_pair_scorer(queries: dict[str, str], doc_text: dict[str, str], teacher: Teacher) -> PairScorer:
+    """Score pairs by text with any `Teacher` (a cross-encoder, or a bi-encoder without a corpus view)."""
+    return lambda pairs: teacher.score([queries[q] for q, _ in pairs], [doc_text[d] for _, d in pairs])
+
+
+def view_pair_scorer(q_emb: dict[str, np.ndarray], view: TeacherCorpus) -> PairScorer:
+    """Score pairs as dot products with the precomputed teacher passage rows: no passage is encoded."""
+    pos = view.positions
+    return lambda pairs: np.array([float(view.emb[pos[d]] @ q_emb[q]) for q, d in pairs], dtype=np.float32)
+
+
+def rerank(run: Run, depth: int, score: PairScorer) -> Run:
     """Re-order each query's top-`depth` by teacher score; the rest keep their order below them.
 
     Scores in the returned run are rank-derived so they stay consistent with the new order.
     """
     top = cut(run, depth)
-    qs, ps, keys = [], [], []
-    for qid, docs in top.items():
-        for d in docs:
-            qs.append(queries[qid])
-            ps.append(doc_text[d])
-            keys.append((qid, d))
-    scores = teacher.score(qs, ps) if keys else np.zeros(0, dtype=np.float32)
+    keys = [(qid, d) for qid, docs in top.items() for d in docs]
+    scores = score(keys) if keys else np.zeros(0, dtype=np.float32)
     teacher_scores: dict[str, dict[str, float]] = {}
     for (qid, d), s in zip(keys, scores):
         teacher_scores.setdefault(qid, {})[d] = float(s)
@@ -31,6 +42,23 @@ def rerank(run: Run, depth: int, queries: dict[str, str], doc_text: dict[str, st
         order = [d for d, _ in head] + tail
         out[qid] = {d: float(len(order) - i) for i, d in enumerate(order)}
     return out
+
+
+def teacher_run(q_emb: dict[str, np.ndarray], view: TeacherCorpus, depth: int) -> Run:
+    """The bi-encoder teacher alone over the whole corpus (exact search over its passage matrix)."""
+    qids = sorted(q_emb)
+    hits = view.top_k(np.stack([q_emb[q] for q in qids]), depth) if qids else []
+    return {q: dict(h) for q, h in zip(qids, hits)}
+
+
+def gap_summary(table: dict[str, dict[str, float]], measure: str = "nDCG@10") -> dict[str, float]:
+    """How much of the teacher the KD student recovers: ratio to the teacher, share of the gap closed."""
+    kd, teacher, base = table["kd"][measure], table["teacher"][measure], table["untrained"][measure]
+    gap = teacher - base
+    return {
+        "student_over_teacher": kd / teacher if teacher else float("nan"),
+        "gap_closed": (kd - base) / gap if gap else float("nan"),
+    }
 
 
 def markdown_table(rows: dict[str, dict[str, float]], columns: list[str]) -> str:

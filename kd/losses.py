@@ -37,6 +37,24 @@ def in_batch_infonce(q_emb: torch.Tensor, p_emb: torch.Tensor, temperature: floa
     return F.cross_entropy(logits, target)
 
 
+def similarity_kl(
+    s_q: torch.Tensor, s_p: torch.Tensor, t_q: torch.Tensor, t_p: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """KL(teacher || student) over each query's row of the in-batch similarity matrix.
+
+    Every passage in the batch (all queries' positives and negatives) is scored for every query,
+    by student (`s_q @ s_p.T`) and teacher (`t_q @ t_p.T`, the teacher's own embedding space):
+    a B x (B*G) list per step instead of G, at no extra encoding cost [RocketQAv2-style in-batch
+    distillation]. Embeddings are normalised, so both sides are cosines on the same scale.
+    """
+    return listwise_kl(s_q @ s_p.T, t_q @ t_p.T, temperature)
+
+
+def similarity_mse(s_q: torch.Tensor, s_p: torch.Tensor, t_q: torch.Tensor, t_p: torch.Tensor) -> torch.Tensor:
+    """MSE between the student's and the teacher's in-batch cosine matrices (geometry, not just order)."""
+    return F.mse_loss(s_q @ s_p.T, t_q @ t_p.T)
+
+
 @dataclass(frozen=True)
 class LossWeights:
     margin_mse: float = 0.6
@@ -44,26 +62,41 @@ class LossWeights:
     in_batch: float = 0.2
     kl_temperature: float = 0.05
     in_batch_temperature: float = 0.05
+    sim_kl: float = 0.0
+    sim_mse: float = 0.0
+    sim_temperature: float = 0.05
 
 
 def combined(
-    q_emb: torch.Tensor, p_emb: torch.Tensor, teacher: torch.Tensor, w: LossWeights
+    q_emb: torch.Tensor,
+    p_emb: torch.Tensor,
+    teacher: torch.Tensor,
+    w: LossWeights,
+    t_q: torch.Tensor | None = None,
+    t_p: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Weighted sum of the three losses from normalised embeddings.
+    """Weighted sum of the losses from normalised embeddings.
 
-    q_emb: [B, D]; p_emb: [B, G, D] (positive at index 0); teacher: [B, G].
-    Returns the total and each component's value (for the curves).
+    q_emb: [B, D]; p_emb: [B, G, D] (positive at index 0); teacher: [B, G] scores.
+    t_q: [B, T], t_p: [B, G, T]: the teacher's normalised embeddings (a bi-encoder teacher only),
+    needed by the similarity-matrix terms. Returns the total and each component's value (for the curves).
     """
     student = torch.einsum("bd,bgd->bg", q_emb, p_emb)
+    flat_p = torch.cat([p_emb[:, 0], p_emb[:, 1:].reshape(-1, p_emb.shape[-1])])  # positives first
     parts = {
         "margin_mse": margin_mse(student, teacher),
         "listwise_kl": listwise_kl(student, teacher, w.kl_temperature),
-        "in_batch": in_batch_infonce(
-            q_emb, torch.cat([p_emb[:, 0], p_emb[:, 1:].reshape(-1, p_emb.shape[-1])]), w.in_batch_temperature
-        ),
+        "in_batch": in_batch_infonce(q_emb, flat_p, w.in_batch_temperature),
     }
-    weights = {"margin_mse": w.margin_mse, "listwise_kl": w.listwise_kl, "in_batch": w.in_batch}
+    weights = {"margin_mse": w.margin_mse, "listwise_kl": w.listwise_kl, "in_batch": w.in_batch,
+               "sim_kl": w.sim_kl, "sim_mse": w.sim_mse}  # fmt: skip
+    if t_q is not None and t_p is not None:
+        flat_t = torch.cat([t_p[:, 0], t_p[:, 1:].reshape(-1, t_p.shape[-1])])
+        parts["sim_kl"] = similarity_kl(q_emb, flat_p, t_q, flat_t, w.sim_temperature)
+        parts["sim_mse"] = similarity_mse(q_emb, flat_p, t_q, flat_t)
+    elif w.sim_kl or w.sim_mse:
+        raise ValueError("loss.sim_kl / loss.sim_mse need the teacher's embeddings (a bi-encoder teacher)")
     total = sum(weights[k] * v for k, v in parts.items() if weights[k])
     if not isinstance(total, torch.Tensor):
-        raise ValueError("all loss weights are 0: set loss.margin_mse, loss.listwise_kl or loss.in_batch > 0")
+        raise ValueError("all loss weights are 0: set loss.margin_mse, loss.listwise_kl, loss.in_batch or loss.sim_kl > 0")
     return total, {k: float(v.detach()) for k, v in parts.items()}

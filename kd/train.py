@@ -1,19 +1,22 @@
 """Student training: sentence-transformers' trainer with the distillation loss.
 
-`DistillLoss.forward` only encodes; the maths is `kd.losses.combined`. Validation nDCG@10 each
-epoch comes from sentence-transformers' InformationRetrievalEvaluator over a small val corpus
-(judged + BM25 candidates of the val queries); the best epoch's weights are kept.
+`DistillLoss.forward` only encodes; the maths is `kd.losses.combined`. nDCG@10 on the dev queries
+each epoch comes from sentence-transformers' InformationRetrievalEvaluator over a pool that mimics
+the full corpus (judged + the top candidates of BM25 and of the untrained student); the best
+epoch's weights are kept. Test queries are never seen here.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -23,7 +26,7 @@ from kd.config import LossConfig, ModelConfig, TrainConfig
 from kd.errors import DataError
 from kd.losses import LossWeights, combined
 
-VAL_METRIC = "val_cosine_ndcg@10"
+VAL_METRIC = "dev_cosine_ndcg@10"
 
 
 class DistillLoss(nn.Module):
@@ -38,7 +41,13 @@ class DistillLoss(nn.Module):
     def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: torch.Tensor) -> torch.Tensor:
         embs = [F.normalize(self.model(f)["sentence_embedding"], dim=-1) for f in sentence_features]
         q, p = embs[0], torch.stack(embs[1:], dim=1)
-        total, parts = combined(q, p, labels.to(q.dtype), self.weights)
+        g = p.shape[1]
+        labels = labels.to(q.dtype)
+        t_q = t_p = None
+        if labels.shape[1] > g:  # scores, then the teacher's query and passage embeddings (see training_rows)
+            t = labels[:, g:].reshape(labels.shape[0], 1 + g, -1)
+            t_q, t_p = t[:, 0], t[:, 1:]
+        total, parts = combined(q, p, labels[:, :g], self.weights, t_q, t_p)
         for k, v in parts.items():
             self.components.setdefault(k, []).append(v)
         self.components.setdefault("total", []).append(float(total.detach()))
@@ -52,9 +61,19 @@ class DistillLoss(nn.Module):
 
 
 def training_rows(
-    scores: pd.DataFrame, query_text: dict[str, str], doc_text: dict[str, str], student: ModelConfig
+    scores: pd.DataFrame,
+    query_text: dict[str, str],
+    doc_text: dict[str, str],
+    student: ModelConfig,
+    teacher_q: dict[str, np.ndarray] | None = None,
+    teacher_p: Callable[[list[str]], np.ndarray] | None = None,
 ) -> dict[str, list[Any]]:
-    """Teacher-scores parquet -> columns the trainer feeds to the loss (query, doc_0.., label)."""
+    """Teacher-scores parquet -> columns the trainer feeds to the loss (query, doc_0.., label).
+
+    `label` holds the group's teacher scores; with `teacher_q` (qid -> the teacher's query embedding)
+    and `teacher_p` (docids -> the teacher's passage rows) it also carries those embeddings, flattened
+    after the scores, for the similarity-matrix terms.
+    """
     if scores.empty:
         raise DataError(
             "artifacts/teacher_scores.parquet has no groups: no training query got candidates. "
@@ -71,7 +90,10 @@ def training_rows(
         cols["query"].append(student.query_prefix + query_text[str(qid)])
         for i, d in enumerate(ids):
             cols[f"doc_{i}"].append(student.passage_prefix + doc_text[d])
-        cols["label"].append([float(s) for s in group_scores])
+        label = [float(s) for s in group_scores]
+        if teacher_q is not None and teacher_p is not None:
+            label += np.concatenate([teacher_q[str(qid)][None, :], teacher_p(ids)]).astype(np.float32).ravel().tolist()
+        cols["label"].append(label)
     return cols
 
 
@@ -85,7 +107,7 @@ class Curves:
     def write(self, out_dir: Path) -> None:
         from kd.atomic import atomic_path
 
-        for name, rows in (("loss.csv", self.steps), ("val.csv", self.epochs)):
+        for name, rows in (("loss.csv", self.steps), ("dev.csv", self.epochs)):
             if not rows:
                 continue
             with atomic_path(out_dir / name) as tmp, tmp.open("w", newline="") as fh:
@@ -105,7 +127,7 @@ def train(
     on_metrics: Callable[[str, float, int], None] | None = None,
     bf16: bool = False,
 ) -> Curves:
-    """Fit `model` in place; return curves. Keeps the best epoch by val nDCG@10.
+    """Fit `model` in place; return curves. Keeps the best epoch by dev nDCG@10 (pool).
 
     `bf16`: mixed precision (autocast to bfloat16; weights and optimizer stay float32), for CPUs with
     native bf16 (`kd.backends.use_bf16`); on the reference box it was barely faster and scored lower.
@@ -117,19 +139,16 @@ def train(
 
     set_seed(seed)
     model.max_seq_length = cfg.max_seq_length
-    weights = LossWeights(
-        loss_cfg.margin_mse, loss_cfg.listwise_kl, loss_cfg.in_batch, loss_cfg.kl_temperature,
-        loss_cfg.in_batch_temperature,
-    )  # fmt: skip
+    weights = LossWeights(**dataclasses.asdict(loss_cfg))
     loss = DistillLoss(model, weights)
     curves = Curves()
     n = len(rows["query"])
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     log_every = max(1, steps_per_epoch // 10)
     base = evaluator(model)
-    curves.epochs.append({"epoch": 0, "val_ndcg@10": base[VAL_METRIC]})
+    curves.epochs.append({"epoch": 0, "dev_ndcg@10": base[VAL_METRIC]})
     if on_metrics:
-        on_metrics("val_ndcg_at_10", base[VAL_METRIC], 0)
+        on_metrics("dev_pool_ndcg_at_10", base[VAL_METRIC], 0)
 
     class Recorder(TrainerCallback):  # type: ignore[misc]
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
@@ -146,9 +165,9 @@ def train(
             value = (metrics or {}).get(f"eval_{VAL_METRIC}")
             if value is not None:
                 epoch = round(state.epoch or 0)
-                curves.epochs.append({"epoch": epoch, "val_ndcg@10": value})
+                curves.epochs.append({"epoch": epoch, "dev_ndcg@10": value})
                 if on_metrics:
-                    on_metrics("val_ndcg_at_10", value, epoch)
+                    on_metrics("dev_pool_ndcg_at_10", value, epoch)
 
     args = SentenceTransformerTrainingArguments(
         output_dir=str(work_dir),
@@ -186,7 +205,7 @@ def train(
     return curves
 
 
-def val_evaluator(
+def dev_evaluator(
     queries: dict[str, str],
     qrels: dict[str, dict[str, int]],
     corpus_text: dict[str, str],
@@ -200,7 +219,7 @@ def val_evaluator(
         queries={q: queries[q] for q in relevant},
         corpus=corpus_text,
         relevant_docs=relevant,
-        name="val",
+        name="dev",
         ndcg_at_k=[10],
         mrr_at_k=[10],
         accuracy_at_k=[1, 10],

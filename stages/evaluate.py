@@ -1,8 +1,9 @@
-"""Stage `evaluate`: full-corpus retrieval for the held-out test queries, one table.
+"""Stage `evaluate`: full-corpus retrieval for the held-out dev and test queries, one table each.
 
 Systems: BM25; untrained student; KD student (FAISS); KD student + teacher rerank of its top-K;
-the teacher alone over the full corpus when `eval.teacher_alone` (a bi-encoder teacher only).
-Paired significance: KD vs untrained on per-query nDCG@10.
+the teacher alone over the full corpus (a bi-encoder teacher, from the `teacher_corpus` matrix).
+Dev is what every choice was made on; test is computed here only and chooses nothing.
+Paired significance: KD vs untrained on per-query nDCG@10, per split.
 """
 
 import csv
@@ -10,15 +11,21 @@ import json
 import logging
 from pathlib import Path
 
-import numpy as np
-
-from kd import index, tracking
+from kd import index, teacher_corpus, tracking
 from kd.atomic import atomic_dir, atomic_path, write_text
 from kd.backends import corpus_encoder, load_student
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
-from kd.evaluation import markdown_table, rerank
+from kd.evaluation import (
+    PairScorer,
+    gap_summary,
+    markdown_table,
+    rerank,
+    teacher_run,
+    text_pair_scorer,
+    view_pair_scorer,
+)
 from kd.metrics import MEASURES, Run, evaluate, paired_test, per_query, read_trec, write_trec
 from kd.models import BiEncoderTeacher, encode, load_teacher
 from kd.paths import cache_dir
@@ -28,76 +35,95 @@ STUDENT = Path("artifacts/student")
 RUNS = Path("artifacts/runs")
 EVAL = Path("artifacts/eval")
 METRICS = Path("metrics.json")
+TEACHER_CORPUS = Path("artifacts/teacher_corpus")
+SPLITS = ("dev", "test")
+NOT_COMPUTED = "not computed: a cross-encoder teacher has no passage embeddings to search the corpus with"
 
 
 def main(p: Params) -> None:
     ds = read_dataset(Path("data"))
-    queries, qrels = ds.queries["test"], ds.qrels["test"]
-    qids = list(queries)
     doc_text = {d: passage_text(v) for d, v in ds.corpus.items()}
-    runs: dict[str, Run] = {
-        "bm25": read_trec(Path("artifacts/bm25/runs/test.trec")),
-        "untrained": read_trec(Path("artifacts/baseline/runs/test.trec")),
-    }
     loaded = index.load(Path("artifacts/index"))
-    texts = [queries[q] for q in qids]
-    backend_runs: dict[str, Run] = {}
-    for backend in dict.fromkeys([p.student.backend, *p.eval.backends]):  # same index, each query encoder
-        student = load_student(STUDENT, backend, p.student.max_seq_length)
-        q_emb = encode(student, texts, p.student.query_prefix, p.student.batch_size)
-        backend_runs[backend] = index.to_run(qids, index.search(loaded.index, q_emb, loaded.docids, p.eval.depth))
-    runs["kd"] = backend_runs[p.student.backend]
-    teacher = CachedTeacher(load_teacher(p.teacher), cache_dir() / "teacher")
-    runs[f"kd+rerank@{p.eval.rerank_depth}"] = rerank(runs["kd"], p.eval.rerank_depth, queries, doc_text, teacher)
-    if p.eval.teacher_alone:
-        if isinstance(teacher.teacher, BiEncoderTeacher):
-            docids = sorted(ds.corpus)
-            scores = np.stack(
-                [teacher.score([queries[q]] * len(docids), [doc_text[d] for d in docids], progress=i == 0)
-                 for i, q in enumerate(qids)]
-            )  # fmt: skip
-            top = np.argsort(-scores, axis=1)[:, : p.eval.depth]
-            runs["teacher"] = {q: {docids[j]: float(scores[i, j]) for j in top[i]} for i, q in enumerate(qids)}
-        else:
-            logging.warning("eval.teacher_alone skipped: a cross-encoder over the full corpus is not affordable")
+    teacher = load_teacher(p.teacher)
+    view = None
+    if isinstance(teacher, BiEncoderTeacher):
+        view = teacher_corpus.load(TEACHER_CORPUS, expect_docids=sorted(ds.corpus))
+    students = {b: load_student(STUDENT, b, p.student.max_seq_length) for b in dict.fromkeys([p.student.backend, *p.eval.backends])}
+    rerank_name = f"kd+rerank@{p.eval.rerank_depth}"
 
-    table = {name: evaluate(qrels, run) for name, run in runs.items()}
-    by_backend = {b: evaluate(qrels, run)["nDCG@10"] for b, run in backend_runs.items()}
-    pq = {name: per_query(qrels, run)["nDCG@10"] for name, run in runs.items()}
-    sig = paired_test(pq["kd"], pq["untrained"])
-    metrics: dict[str, object] = {
-        "test": table,
-        "kd_vs_untrained_ndcg@10": sig,
-        "kd_ndcg@10_by_query_backend": by_backend,
-        "queries": len(qids),
-    }
-    if "teacher" in table:
-        gap = table["teacher"]["nDCG@10"] - table["untrained"]["nDCG@10"]
-        metrics["gap_closed"] = (table["kd"]["nDCG@10"] - table["untrained"]["nDCG@10"]) / gap if gap else 0.0
+    runs: dict[str, dict[str, Run]] = {}
+    tables: dict[str, dict[str, dict[str, float]]] = {}
+    by_backend: dict[str, float] = {}
+    metrics: dict[str, object] = {"queries": {s: len(ds.queries[s]) for s in SPLITS}}
+    for split in SPLITS:
+        queries, qrels = ds.queries[split], ds.qrels[split]
+        qids = list(queries)
+        texts = [queries[q] for q in qids]
+        split_runs: dict[str, Run] = {
+            "bm25": read_trec(Path(f"artifacts/bm25/runs/{split}.trec")),
+            "untrained": read_trec(Path(f"artifacts/baseline/runs/{split}.trec")),
+        }
+        backend_runs: dict[str, Run] = {}
+        for backend, student in students.items():  # same index, each query encoder
+            q_emb = encode(student, texts, p.student.query_prefix, p.student.batch_size)
+            backend_runs[backend] = index.to_run(qids, index.search(loaded.index, q_emb, loaded.docids, p.eval.depth))
+        split_runs["kd"] = backend_runs[p.student.backend]
+        scorer: PairScorer
+        if view is not None and isinstance(teacher, BiEncoderTeacher):
+            t_emb = dict(zip(qids, teacher.encode_queries(texts)))
+            scorer = view_pair_scorer(t_emb, view)
+            split_runs["teacher"] = teacher_run(t_emb, view, p.eval.depth)
+        else:
+            scorer = text_pair_scorer(queries, doc_text, CachedTeacher(teacher, cache_dir() / "teacher"))
+        split_runs[rerank_name] = rerank(split_runs["kd"], p.eval.rerank_depth, scorer)
+        runs[split] = split_runs
+        tables[split] = {name: evaluate(qrels, run) for name, run in split_runs.items()}
+        pq = {name: per_query(qrels, run)["nDCG@10"] for name, run in split_runs.items()}
+        summary: dict[str, object] = {"kd_vs_untrained_ndcg@10": paired_test(pq["kd"], pq["untrained"])}
+        summary.update(gap_summary(tables[split]) if "teacher" in tables[split] else {"teacher_alone": NOT_COMPUTED})
+        metrics[split] = {"table": tables[split], **summary}
+        if split == "test":
+            by_backend = {b: evaluate(qrels, run)["nDCG@10"] for b, run in backend_runs.items()}
+    metrics["kd_ndcg@10_by_query_backend"] = by_backend
 
     with atomic_dir(RUNS) as tmp:
-        for name, run in runs.items():
-            write_trec(run, tmp / f"{name.replace('@', '_at_').replace('+', '_')}.trec", name)
+        for split, split_runs in runs.items():
+            for name, run in split_runs.items():
+                write_trec(run, tmp / split / f"{name.replace('@', '_at_').replace('+', '_')}.trec", name)
     write_text(METRICS, json.dumps(metrics, indent=2) + "\n")
     columns = list(MEASURES)
     with atomic_path(EVAL / "table.csv") as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["system", *columns])
-        writer.writerows([name, *(round(table[name][c], 4) for c in columns)] for name in table)
-    md = markdown_table(table, columns)
-    md += f"\nKD vs untrained nDCG@10: diff {sig['mean_diff']:+.4f}, paired t p={sig['t_pvalue']:.3g}, "
-    md += f"Wilcoxon p={sig['wilcoxon_pvalue']:.3g} (n={int(sig['n'])})\n"
-    md += "\nKD student nDCG@10 by query-encoder backend (corpus encoded with "
+        writer.writerow(["split", "system", *columns])
+        writer.writerows([s, name, *(round(tables[s][name][c], 4) for c in columns)] for s in SPLITS for name in tables[s])
+    md = ""
+    for split in SPLITS:
+        m = metrics[split]
+        assert isinstance(m, dict)
+        sig = m["kd_vs_untrained_ndcg@10"]
+        md += f"### {split} ({len(ds.queries[split])} queries, full corpus of {len(ds.corpus)} passages)\n\n"
+        md += markdown_table(tables[split], columns)
+        md += f"\nKD vs untrained nDCG@10: diff {sig['mean_diff']:+.4f}, paired t p={sig['t_pvalue']:.3g}, "
+        md += f"Wilcoxon p={sig['wilcoxon_pvalue']:.3g} (n={int(sig['n'])})"
+        if "gap_closed" in m:
+            md += f"; KD / teacher {m['student_over_teacher']:.1%}, gap closed {m['gap_closed']:.1%}\n\n"
+        else:
+            md += f"; teacher alone {NOT_COMPUTED}\n\n"
+    md += "KD student test nDCG@10 by query-encoder backend (corpus encoded with "
     md += f"{corpus_encoder(p)}): " + ", ".join(f"{b} {v:.4f}" for b, v in by_backend.items()) + "\n"
     write_text(EVAL / "table.md", md)
     with tracking.run("evaluate", p) as tr:
-        for name, values in table.items():
-            tr.metrics(values, prefix=f"{name}.")
-        tr.metrics({"kd_vs_untrained_t_pvalue": sig["t_pvalue"], "kd_vs_untrained_diff": sig["mean_diff"]})
-        tr.metrics(by_backend, prefix="kd_ndcg_at_10.backend.")
+        for split in SPLITS:
+            for name, values in tables[split].items():
+                tr.metrics(values, prefix=f"{split}.{name}.")
+            m = metrics[split]
+            assert isinstance(m, dict)
+            tr.metrics({k: float(v) for k, v in m.items() if k in ("gap_closed", "student_over_teacher")}, prefix=f"{split}.")
+            tr.metrics({"kd_vs_untrained_t_pvalue": m["kd_vs_untrained_ndcg@10"]["t_pvalue"]}, prefix=f"{split}.")
+        tr.metrics(by_backend, prefix="test.kd_ndcg_at_10.backend.")
         tr.artifact(EVAL)
         tr.artifact(METRICS)
-    print(md)
+    logging.info("\n%s", md)
 
 
 if __name__ == "__main__":

@@ -1,64 +1,91 @@
-"""Stage `train`: the student learns the teacher's scores; best epoch (val nDCG@10) is kept."""
+"""Stage `train`: the student learns the teacher's scores (and, with a bi-encoder teacher, its
+in-batch similarity matrix); the best epoch by dev nDCG@10 over a pool is kept."""
 
 import json
 import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from kd import tracking
+from kd import teacher_corpus, tracking
 from kd.atomic import atomic_dir, write_text
 from kd.backends import use_bf16
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
 from kd.errors import DataError
+from kd.evaluation import teacher_run
 from kd.metrics import read_trec
-from kd.models import load_bi_encoder
+from kd.models import BiEncoderTeacher, load_bi_encoder, load_teacher
 from kd.paths import cache_dir
-from kd.train import VAL_METRIC, training_rows, val_evaluator
+from kd.train import VAL_METRIC, dev_evaluator, training_rows
 from kd.train import train as fit
 
 SCORES = Path("artifacts/teacher_scores.parquet")
+NEGATIVES = Path("artifacts/negatives.parquet")
+TEACHER_CORPUS = Path("artifacts/teacher_corpus")
 STUDENT = Path("artifacts/student")
 CURVES = Path("artifacts/train")
+DEV_POOL_RUNS = (Path("artifacts/bm25/runs/dev.trec"), Path("artifacts/baseline/runs/dev.trec"))
 
 
 def main(p: Params) -> None:
-    if not SCORES.exists():
-        raise DataError(f"{SCORES} not found: run `dvc repro teacher` first")
+    for need, stage in ((SCORES, "teacher"), (NEGATIVES, "negatives")):
+        if not need.exists():
+            raise DataError(f"{need} not found: run `dvc repro {stage}` first")
     ds = read_dataset(Path("data"))
     doc_text = {d: passage_text(v) for d, v in ds.corpus.items()}
-    rows = training_rows(pd.read_parquet(SCORES), ds.queries["train"], doc_text, p.student)
-    val_run = read_trec(Path("artifacts/bm25/runs/val.trec"))
-    val_docs = {d for docs in ds.qrels["val"].values() for d in docs}
-    for docs in val_run.values():
-        val_docs |= set(sorted(docs, key=lambda d: -docs[d])[: p.train.val_depth])
-    evaluator = val_evaluator(ds.queries["val"], ds.qrels["val"], {d: doc_text[d] for d in sorted(val_docs)}, p.student)
+    negatives = pd.read_parquet(NEGATIVES, columns=["qid", "query", "teacher_q"])
+    query_text = dict(zip(negatives["qid"], negatives["query"]))
+    teacher = load_teacher(p.teacher)
+    view = None
+    if isinstance(teacher, BiEncoderTeacher):
+        view = teacher_corpus.load(TEACHER_CORPUS, expect_docids=sorted(ds.corpus))
+    teacher_q = None
+    if p.loss.sim_kl or p.loss.sim_mse:  # the similarity-matrix terms need the teacher's embeddings
+        teacher_q = {q: np.asarray(e, dtype=np.float32) for q, e in zip(negatives["qid"], negatives["teacher_q"])}
+    teacher_p = view.rows if view is not None and teacher_q is not None else None
+    rows = training_rows(pd.read_parquet(SCORES), query_text, doc_text, p.student, teacher_q, teacher_p)
+
+    # dev pool: judged + the top of BM25, the untrained student and the teacher, as a full search would see
+    dev_docs = {d for docs in ds.qrels["dev"].values() for d in docs}
+    pool_runs = [read_trec(path) for path in DEV_POOL_RUNS]
+    if view is not None and isinstance(teacher, BiEncoderTeacher):
+        dev_qids = sorted(ds.queries["dev"])
+        t_emb = dict(zip(dev_qids, teacher.encode_queries([ds.queries["dev"][q] for q in dev_qids])))
+        pool_runs.append(teacher_run(t_emb, view, p.train.val_depth))
+    for run in pool_runs:
+        for docs in run.values():
+            dev_docs |= set(sorted(docs, key=lambda d: -docs[d])[: p.train.val_depth])
+    evaluator = dev_evaluator(ds.queries["dev"], ds.qrels["dev"], {d: doc_text[d] for d in sorted(dev_docs)}, p.student)
     model = load_bi_encoder(p.student.model, p.train.max_seq_length)
     with tracking.run("train", p) as tr, tempfile.TemporaryDirectory(dir=cache_dir()) as work:
         tr.metric("train_groups", len(rows["query"]))
         bf16 = use_bf16(p.train.dtype)
-        logging.info("training in %s (train.dtype=%s)", "bfloat16 mixed precision" if bf16 else "float32", p.train.dtype)
-        curves = fit(model, rows, evaluator, p.loss, p.train, p.seed, Path(work), on_metrics=tr.metric, bf16=bf16)
+        logging.info("training on %d groups in %s (train.dtype=%s)", len(rows["query"]),
+                     "bfloat16 mixed precision" if bf16 else "float32", p.train.dtype)  # fmt: skip
+        seed = p.train.seed_or(p.seed)
+        curves = fit(model, rows, evaluator, p.loss, p.train, seed, Path(work), on_metrics=tr.metric, bf16=bf16)
         model.max_seq_length = p.student.max_seq_length
         with atomic_dir(STUDENT) as tmp:
             model.save(str(tmp), create_model_card=False)  # the card holds a timestamp: same weights, same hash
         curves.write(CURVES)
         trained = curves.epochs[1:] or curves.epochs  # row 0 is the untrained model, which is never saved
-        best = max(trained, key=lambda r: r["val_ndcg@10"])  # the epoch the trainer kept
+        best = max(trained, key=lambda r: r["dev_ndcg@10"])  # the epoch the trainer kept
         summary = {
             "best_epoch": best["epoch"],
-            "best_val_ndcg@10": best["val_ndcg@10"],
-            "untrained_val_ndcg@10": curves.epochs[0]["val_ndcg@10"],
+            "best_dev_pool_ndcg@10": best["dev_ndcg@10"],
+            "untrained_dev_pool_ndcg@10": curves.epochs[0]["dev_ndcg@10"],
+            "dev_pool_size": len(dev_docs),
             "final_loss": curves.steps[-1]["total"] if curves.steps else float("nan"),
             "train_groups": len(rows["query"]),
         }
         write_text(CURVES / "metrics.json", json.dumps(summary, indent=2) + "\n")
         tr.metrics({k: v for k, v in summary.items() if isinstance(v, float | int)}, prefix="final_")
         tr.artifact(CURVES)
-    logging.info("val %s: %s", VAL_METRIC, summary)
+    logging.info("%s: %s", VAL_METRIC, summary)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ def build_kwargs(params) -> dict:
         max_words=d.max_words,
         max_passages=d.max_passages,
         max_train_queries=d.max_train_queries,
-        max_val_queries=d.max_val_queries,
+        max_dev_queries=d.max_dev_queries,
         max_test_queries=d.max_test_queries,
+        dev_fraction=d.dev_fraction,
         exclude=tuple(d.exclude),
         seed=params.seed,
     )

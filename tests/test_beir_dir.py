@@ -30,13 +30,13 @@ def write_beir(root, corpus, queries, qrels_by_file):
 
 @pytest.fixture(scope="module")
 def faq_slice(faq_full):
-    """10 test and 5 val FAQ-dataset queries, their passages and 20 unjudged others."""
+    """10 test and 5 dev FAQ-dataset queries, their passages and 20 unjudged others."""
     test = dict(sorted(faq_full.qrels["test"].items())[:10])
-    val = dict(sorted(faq_full.qrels["val"].items())[:5])
+    val = dict(sorted(faq_full.qrels["dev"].items())[:5])
     judged = sorted({d for qrels in (test, val) for docs in qrels.values() for d in docs})
     others = sorted(set(faq_full.corpus) - set(judged))[:20]
     corpus = {d: faq_full.corpus[d] for d in judged + others}
-    queries = {q: faq_full.queries[s][q] for s, qrels in (("test", test), ("val", val)) for q in qrels}
+    queries = {q: faq_full.queries[s][q] for s, qrels in (("test", test), ("dev", val)) for q in qrels}
     return corpus, queries, test, val
 
 
@@ -51,9 +51,9 @@ def test_loads_real_slice(folder, faq_slice):
     ds = beir_dir.load(str(folder))
     validate(ds)
     assert ds.corpus == corpus
-    assert ds.qrels == {"train": {}, "val": val, "test": test}  # dev.tsv is the val split
+    assert ds.qrels == {"train": {}, "dev": val, "test": test}  # dev.tsv is the dev split
     assert ds.queries["test"] == {q: queries[q] for q in test}
-    assert ds.queries["val"] == {q: queries[q] for q in val}
+    assert ds.queries["dev"] == {q: queries[q] for q in val}
     assert ds.meta["source"] == f"local:{folder.resolve()}"
 
 
@@ -97,3 +97,15 @@ def test_qrels_naming_unknown_query_or_passage(tmp_path):
     (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\tghost\t1\n")
     with pytest.raises(DataError, match=re.escape(f"{root / 'qrels' / 'test.tsv'}:3") + ".*'ghost'"):
         beir_dir.load(str(root))
+
+
+def test_without_dev_qrels_a_stable_share_of_test_becomes_dev(tmp_path, faq_slice):
+    corpus, queries, test, val = faq_slice
+    both = {**test, **val}
+    root = write_beir(tmp_path / "nodev", corpus, queries, {"test": both})
+    ds = beir_dir.load(str(root), dev_fraction=0.4)
+    assert ds.qrels["dev"] and ds.qrels["test"]
+    assert set(ds.qrels["dev"]) | set(ds.qrels["test"]) == set(both)
+    assert not set(ds.qrels["dev"]) & set(ds.qrels["test"])
+    again = beir_dir.load(str(root), dev_fraction=0.4)
+    assert again.qrels["dev"] == ds.qrels["dev"]  # the same split every time

@@ -19,12 +19,12 @@ def tiny() -> Dataset:
     }
     queries = {
         "train": {"t1": "serialise to json"},
-        "val": {"v1": "copy a file"},
+        "dev": {"v1": "copy a file"},
         "test": {"q1": "delete a file", "q2": "dump json"},
     }
     qrels = {
         "train": {"t1": {"d1": 1}},
-        "val": {"v1": {"d2": 1}},
+        "dev": {"v1": {"d2": 1}},
         "test": {"q1": {"d3": 2}, "q2": {"d1": 1, "d2": 0}},
     }
     return Dataset(corpus, queries, qrels, {"name": "tiny"})
@@ -41,7 +41,7 @@ def test_round_trip(tmp_path):
     assert back.meta["counts"] == {
         "passages": 3,
         "train_queries": 1, "train_judged": 1,
-        "val_queries": 1, "val_judged": 1,
+        "dev_queries": 1, "dev_judged": 1,
         "test_queries": 2, "test_judged": 3,
     }  # fmt: skip
     header = (tmp_path / "ds" / "qrels" / "test.tsv").read_text().splitlines()[0]
@@ -74,8 +74,8 @@ def _raises(data_dir, *patterns):
 
 
 def test_missing_file(written):
-    (written / "queries" / "val.jsonl").unlink()
-    _raises(written, re.escape(str(written / "queries" / "val.jsonl")), "not found")
+    (written / "queries" / "dev.jsonl").unlink()
+    _raises(written, re.escape(str(written / "queries" / "dev.jsonl")), "not found")
 
 
 def test_duplicate_passage_id(written):
@@ -115,8 +115,8 @@ def test_missing_field(written):
 
 
 def test_non_integer_relevance(written):
-    _edit(written / "qrels" / "val.tsv", lambda ls: [ls[0], "v1\td2\thigh\n"])
-    _raises(written, re.escape(f"{written / 'qrels' / 'val.tsv'}:2"), "'high' is not an integer")
+    _edit(written / "qrels" / "dev.tsv", lambda ls: [ls[0], "v1\td2\thigh\n"])
+    _raises(written, re.escape(f"{written / 'qrels' / 'dev.tsv'}:2"), "'high' is not an integer")
 
 
 def test_wrong_field_count_in_qrels(tmp_path):
@@ -127,8 +127,8 @@ def test_wrong_field_count_in_qrels(tmp_path):
 
 
 def test_query_without_relevant_passage(written):
-    _edit(written / "qrels" / "val.tsv", lambda ls: [ls[0], "v1\td2\t0\n"])
-    _raises(written, "1 val queries have no relevant passage", "'v1'")
+    _edit(written / "qrels" / "dev.tsv", lambda ls: [ls[0], "v1\td2\t0\n"])
+    _raises(written, "1 dev queries have no relevant passage", "'v1'")
 
 
 @pytest.mark.parametrize(
@@ -136,7 +136,7 @@ def test_query_without_relevant_passage(written):
     [
         (lambda ds: ds.qrels["test"]["q1"].update({"ghost": 1}), "unknown passage 'ghost'"),
         (lambda ds: ds.corpus["d2"].update(text=" "), "passage 'd2' has empty text"),
-        (lambda ds: ds.queries["val"].update(v1=""), "val query 'v1' has empty text"),
+        (lambda ds: ds.queries["dev"].update(v1=""), "dev query 'v1' has empty text"),
         (lambda ds: ds.qrels["train"].update(t9={"d1": 1}), "query 't9' missing from queries"),
     ],
 )

@@ -1,24 +1,56 @@
-"""kd.evaluation: teacher rerank re-orders the head and keeps the tail (real MiniLM teacher)."""
+"""kd.evaluation: teacher rerank re-orders the head and keeps the tail; the teacher-view scorers agree."""
+
+import numpy as np
+import pytest
 
 from kd.config import ModelConfig
-from kd.evaluation import markdown_table, rerank
-from kd.models import load_teacher
+from kd.evaluation import gap_summary, markdown_table, rerank, teacher_run, text_pair_scorer, view_pair_scorer
+from kd.models import BiEncoderTeacher, load_teacher
+from kd.teacher_corpus import TeacherCorpus
+
+DOCS = {
+    "a": "The Eiffel Tower is a landmark in Paris.",
+    "b": "To read a text file, open it with open() and call read().",
+    "c": "Lists can be sorted in place with list.sort().",
+    "d": "Reading a file: open() returns a file object whose read() method returns its contents.",
+}
+QUERIES = {"q": "How do I read a file?"}
 
 
-def test_rerank_reorders_top_k_only() -> None:
-    teacher = load_teacher(ModelConfig(name="minilm", model="minilm", max_seq_length=64))
+@pytest.fixture(scope="module")
+def teacher() -> BiEncoderTeacher:
+    t = load_teacher(ModelConfig(name="minilm", model="minilm", max_seq_length=64))
+    assert isinstance(t, BiEncoderTeacher)
+    return t
+
+
+def test_rerank_reorders_top_k_only(teacher: BiEncoderTeacher) -> None:
     run = {"q": {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.6}}
-    docs = {
-        "a": "The Eiffel Tower is a landmark in Paris.",
-        "b": "To read a text file, open it with open() and call read().",
-        "c": "Lists can be sorted in place with list.sort().",
-        "d": "Reading a file: open() returns a file object whose read() method returns its contents.",
-    }
-    out = rerank(run, 3, {"q": "How do I read a file?"}, docs, teacher)
+    out = rerank(run, 3, text_pair_scorer(QUERIES, DOCS, teacher))
     order = sorted(out["q"], key=lambda d: -out["q"][d])
     assert order[0] == "b"  # the teacher lifts the relevant passage to the top
     assert order[-1] == "d"  # beyond the rerank depth, untouched even though it is relevant
     assert set(order) == set(run["q"])
+
+
+def test_view_scorer_equals_text_scorer_and_teacher_run(teacher: BiEncoderTeacher) -> None:
+    ids = sorted(DOCS)
+    view = TeacherCorpus(ids, teacher.encode_passages([DOCS[d] for d in ids]), {})
+    q_emb = {"q": teacher.encode_queries([QUERIES["q"]])[0]}
+    pairs = [("q", d) for d in ids]
+    by_view = view_pair_scorer(q_emb, view)(pairs)
+    by_text = text_pair_scorer(QUERIES, DOCS, teacher)(pairs)
+    np.testing.assert_allclose(by_view, by_text, atol=1e-5)
+    run = teacher_run(q_emb, view, 2)
+    best_two = [ids[i] for i in np.argsort(-by_text)[:2]]
+    assert list(run["q"]) == best_two  # exact search over the view, best first
+
+
+def test_gap_summary_by_hand() -> None:
+    table = {"kd": {"nDCG@10": 0.6}, "teacher": {"nDCG@10": 0.7}, "untrained": {"nDCG@10": 0.5}}
+    out = gap_summary(table)
+    assert out["gap_closed"] == pytest.approx(0.5)
+    assert out["student_over_teacher"] == pytest.approx(0.6 / 0.7)
 
 
 def test_markdown_table() -> None:

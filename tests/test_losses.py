@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from kd.losses import LossWeights, combined, in_batch_infonce, listwise_kl, margin_mse
+from kd.losses import LossWeights, combined, in_batch_infonce, listwise_kl, margin_mse, similarity_kl, similarity_mse
 
 LN3 = math.log(3)
 
@@ -98,3 +98,48 @@ def test_combined_all_weights_zero():
     q = torch.ones(1, 2)
     with pytest.raises(ValueError, match="all loss weights are 0"):
         combined(q, torch.ones(1, 2, 2), torch.zeros(1, 2), LossWeights(0.0, 0.0, 0.0))
+
+
+def test_similarity_kl_by_hand():
+    # student q = [1, 0]; batch passages [1, 0], [0, 1] -> student row [1, 0]
+    # teacher q = [1, 0]; teacher passages [1, 0], [1, 0] -> teacher row [1, 1] -> p = [1/2, 1/2]
+    # at T=1 this is the combined() listwise example: KL = 0.120115
+    s_q, s_p = t([[1.0, 0.0]]), t([[1.0, 0.0], [0.0, 1.0]])
+    t_q, t_p = t([[1.0, 0.0]]), t([[1.0, 0.0], [1.0, 0.0]])
+    loss = similarity_kl(s_q, s_p, t_q, t_p, 1.0)
+    assert loss.item() == pytest.approx(0.120115, abs=1e-6)
+    loss.backward()
+    assert s_q.grad.abs().sum() > 0 and s_p.grad.abs().sum() > 0
+    # teacher and student in different dimensions: only the similarity matrices are compared
+    t3 = torch.tensor([[0.6, 0.8, 0.0]], dtype=torch.float64)
+    assert similarity_kl(s_q, s_p, t3, torch.cat([t3, t3]), 1.0).item() == pytest.approx(0.120115, abs=1e-6)
+
+
+def test_similarity_mse_by_hand():
+    # student matrix [[1, 0]], teacher [[1, 1]]: squared errors [0, 1], mean 0.5
+    s_q, s_p = t([[1.0, 0.0]]), t([[1.0, 0.0], [0.0, 1.0]])
+    t_q, t_p = t([[1.0, 0.0]]), t([[1.0, 0.0], [1.0, 0.0]])
+    assert similarity_mse(s_q, s_p, t_q, t_p).item() == pytest.approx(0.5)
+    assert similarity_mse(s_q, s_p, s_q, s_p).item() == 0.0
+
+
+def test_combined_with_teacher_embeddings_flattens_the_batch():
+    # B=2, G=2: the similarity terms see every query against all 4 passages (positives first),
+    # so a student equal to the teacher in its own space has sim_mse 0 even in another dimension
+    q = torch.nn.functional.normalize(torch.randn(2, 4, dtype=torch.float64), dim=-1)
+    p = torch.nn.functional.normalize(torch.randn(2, 2, 4, dtype=torch.float64), dim=-1)
+    rot = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))[0]  # teacher = rotated student: same cosines
+    scores = torch.einsum("bd,bgd->bg", q, p)
+    w = LossWeights(0.0, 0.0, 0.0, sim_kl=1.0, sim_mse=1.0)
+    total, parts = combined(q, p, scores, w, q @ rot, p @ rot)
+    assert parts["sim_mse"] == pytest.approx(0.0, abs=1e-12)
+    assert parts["sim_kl"] == pytest.approx(0.0, abs=1e-9)
+    wrong = torch.nn.functional.normalize(torch.randn(2, 2, 4, dtype=torch.float64), dim=-1)
+    total, parts = combined(q, p, scores, w, q, wrong)
+    assert parts["sim_mse"] > 0 and total.item() == pytest.approx(parts["sim_kl"] + parts["sim_mse"])
+
+
+def test_similarity_terms_without_teacher_embeddings_are_an_error():
+    q = torch.ones(1, 2)
+    with pytest.raises(ValueError, match="sim_kl"):
+        combined(q, torch.ones(1, 2, 2), torch.zeros(1, 2), LossWeights(1.0, 0.0, 0.0, sim_kl=0.5))

@@ -157,16 +157,15 @@ def write_doc_tree(root):
 
 def test_build_from_local_folder(tmp_path):
     doc = write_doc_tree(tmp_path / "Doc")
-    ds = load(None, str(doc), min_words=5, max_words=20, max_val_queries=1, max_train_queries=None)
+    ds = load(None, str(doc), min_words=5, max_words=20, max_train_queries=None, dev_fraction=0.5)
     validate(ds)
     assert ds.meta["source"] == f"local:{doc.resolve()}"
-    assert sorted(ds.queries["test"].values()) == ["What is Python?", "Why is it called Python?"]
-    assert ds.qrels["test"]["faq:general#what-is-python"] == {"faq/general#what-is-python-0": 1}
+    held_out = {**ds.queries["dev"], **ds.queries["test"]}
+    assert sorted(held_out.values()) == ["What is Python?", "Why is it called Python?"]
+    assert {**ds.qrels["dev"], **ds.qrels["test"]}["faq:general#what-is-python"] == {"faq/general#what-is-python-0": 1}
     assert ds.corpus["faq/general#what-is-python-0"]["title"] == "General Python FAQ"
-    train_val = {**ds.queries["train"], **ds.queries["val"]}
-    assert sorted(train_val.values()) == ["Reading compressed tar archives", "x.extract"]
-    assert len(ds.queries["val"]) == 1
-    positives = {d for split in ("train", "val") for docs in ds.qrels[split].values() for d in docs}
+    assert sorted(ds.queries["train"].values()) == ["Reading compressed tar archives", "x.extract"]
+    positives = {d for docs in ds.qrels["train"].values() for d in docs}
     assert positives == {"library/x#reading-compressed-tar-archives-0"}
 
 
@@ -191,9 +190,9 @@ def test_min_words_above_max_words(tmp_path):
 def test_counts_in_range(faq_full, params):
     counts = faq_full.counts()
     assert 8500 <= counts["passages"] <= 9700
-    assert 165 <= counts["test_queries"] <= 180
+    assert 165 <= counts["test_queries"] + counts["dev_queries"] <= 180
+    assert 0.25 <= counts["dev_queries"] / (counts["test_queries"] + counts["dev_queries"]) <= 0.42  # about a third
     assert counts["train_queries"] == params.data.max_train_queries
-    assert counts["val_queries"] == params.data.max_val_queries
     assert faq_full.meta["source"].startswith("debian:python3.11-doc ")
 
 
@@ -214,16 +213,23 @@ def test_qrels_resolve_and_ids_unique(faq_full, doc_sources, params):
     assert chunked.passages == faq_full.corpus
 
 
-def test_no_test_leak_into_training(faq_full):
-    test_texts = {norm(t) for t in faq_full.queries["test"].values()}
-    train, val = faq_full.queries["train"], faq_full.queries["val"]
-    assert not set(train) & set(val)
-    for split in ("train", "val"):
-        assert not {norm(t) for t in faq_full.queries[split].values()} & test_texts
-        for qid, docs in faq_full.qrels[split].items():
-            assert not qid.startswith("faq:")
-            assert not [d for d in docs if d.startswith("faq/")], qid
-    assert all(q.startswith("faq:") and t.endswith("?") for q, t in faq_full.queries["test"].items())
+def test_no_held_out_leak_into_training(faq_full):
+    held = {**faq_full.queries["dev"], **faq_full.queries["test"]}
+    assert not set(faq_full.queries["dev"]) & set(faq_full.queries["test"])
+    held_texts = {norm(t) for t in held.values()}
+    train = faq_full.queries["train"]
+    assert not {norm(t) for t in train.values()} & held_texts
+    for qid, docs in faq_full.qrels["train"].items():
+        assert not qid.startswith("faq:")
+        assert not [d for d in docs if d.startswith("faq/")], qid
+    assert all(q.startswith("faq:") and t.endswith("?") for q, t in held.items())
+
+
+def test_dev_test_split_is_stable_by_query_id(faq_full):
+    from kd.data.io import hash_split
+
+    dev, test = hash_split(set(faq_full.queries["dev"]) | set(faq_full.queries["test"]), 0.33)
+    assert set(dev) == set(faq_full.queries["dev"]) and set(test) == set(faq_full.queries["test"])
 
 
 def test_faq_passage_title_is_the_page_not_the_question(faq_full):

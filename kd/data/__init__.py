@@ -4,18 +4,30 @@ from __future__ import annotations
 
 from kd.config import DataConfig
 from kd.data.io import Dataset
-from kd.errors import ConfigError
+from kd.errors import ConfigError, DataError
 
 SOURCES = ("python_docs_faq", "beir_dir", "msmarco")
 
 
 def load_source(cfg: DataConfig, seed: int) -> Dataset:
-    """Build the dataset named by `data.name`."""
+    """Build the dataset named by `data.name`; a held-out split without queries is an error."""
+    ds = _build(cfg, seed)
+    for split in ("dev", "test"):
+        if not ds.qrels.get(split):
+            raise DataError(
+                f"data={cfg.name}: the {split} split has no judged queries, and dev (choosing) and test (reporting) "
+                f"both need some. Raise data.max_{split}_queries / data.dev_fraction, or add qrels/{split}.tsv."
+            )
+    return ds
+
+
+def _build(cfg: DataConfig, seed: int) -> Dataset:
     caps = {
         "max_train_queries": cfg.max_train_queries,
-        "max_val_queries": cfg.max_val_queries,
+        "max_dev_queries": cfg.max_dev_queries,
         "max_test_queries": cfg.max_test_queries,
         "max_passages": cfg.max_passages,
+        "dev_fraction": cfg.dev_fraction,
     }
     if cfg.name == "python_docs_faq":
         from kd.data import python_docs_faq

@@ -1,17 +1,18 @@
 """Any local BEIR-format folder (users' own corpora) into the canonical dataset.
 
 Expected: corpus.jsonl, queries.jsonl, qrels/<split>.tsv for split in train, dev|val, test.
-Missing train/val qrels are fine (the pipeline then has nothing to train on and says so).
+Missing train qrels are fine (the pipeline then has nothing to train on and says so). Without dev
+qrels, `data.dev_fraction` of the test queries (by a stable hash of their ids) become dev.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from kd.data.io import Dataset, Qrels, Queries, read_corpus, read_qrels, read_queries
+from kd.data.io import Dataset, Qrels, Queries, hash_split, read_corpus, read_qrels, read_queries
 from kd.errors import DataError
 
-SPLIT_FILES = {"train": ("train",), "val": ("dev", "val", "validation"), "test": ("test",)}
+SPLIT_FILES = {"train": ("train",), "dev": ("dev", "val", "validation"), "test": ("test",)}
 
 
 def _limit(qrels: Qrels, n: int | None) -> Qrels:
@@ -21,9 +22,10 @@ def _limit(qrels: Qrels, n: int | None) -> Qrels:
 def load(
     path: str | None,
     max_train_queries: int | None = None,
-    max_val_queries: int | None = None,
+    max_dev_queries: int | None = None,
     max_test_queries: int | None = None,
     max_passages: int | None = None,
+    dev_fraction: float = 0.33,
 ) -> Dataset:
     if not path:
         raise DataError("data=beir_dir needs data.path: `dvc exp run -S data=beir_dir -S data.path=/abs/dir`")
@@ -32,9 +34,8 @@ def load(
         raise DataError(f"data.path={root} is not a folder (want corpus.jsonl, queries.jsonl, qrels/)")
     corpus = read_corpus(root / "corpus.jsonl")
     all_queries = read_queries(root / "queries.jsonl")
-    limits = {"train": max_train_queries, "val": max_val_queries, "test": max_test_queries}
-    queries: dict[str, Queries] = {}
-    qrels: dict[str, Qrels] = {}
+    limits = {"train": max_train_queries, "dev": max_dev_queries, "test": max_test_queries}
+    found_qrels: dict[str, Qrels] = {}
     for split, names in SPLIT_FILES.items():
         found = [root / "qrels" / f"{n}.tsv" for n in names if (root / "qrels" / f"{n}.tsv").exists()]
         split_qrels = read_qrels(found[0], corpus) if found else {}
@@ -42,10 +43,16 @@ def load(
         missing = sorted(set(split_qrels) - set(all_queries))
         if missing:
             raise DataError(f"{found[0]}: query '{missing[0]}' is not in {root / 'queries.jsonl'}")
-        qrels[split] = _limit(split_qrels, limits[split])
-        queries[split] = {q: all_queries[q] for q in qrels[split]}
-    if not qrels["test"]:
+        found_qrels[split] = split_qrels
+    if not found_qrels["test"]:
         raise DataError(f"{root / 'qrels' / 'test.tsv'} is missing or empty: a test split is required")
+    if not found_qrels["dev"]:  # no dev file: hold out part of test for choosing, by a stable hash
+        dev_ids, test_ids = hash_split(set(found_qrels["test"]), dev_fraction)
+        held = found_qrels["test"]
+        found_qrels["dev"] = {q: held[q] for q in dev_ids}
+        found_qrels["test"] = {q: held[q] for q in test_ids}
+    qrels: dict[str, Qrels] = {s: _limit(found_qrels[s], limits[s]) for s in SPLIT_FILES}
+    queries: dict[str, Queries] = {s: {q: all_queries[q] for q in qrels[s]} for s in SPLIT_FILES}
     if max_passages is not None and max_passages < len(corpus):
         keep = {d for s in qrels.values() for docs in s.values() for d in docs}
         keep |= set(sorted(set(corpus) - keep)[: max(0, max_passages - len(keep))])

@@ -5,12 +5,13 @@ On disk, under one folder:
     queries/<split>.jsonl   {"_id", "text"} per line
     qrels/<split>.tsv       BEIR tsv: header `query-id corpus-id score`, tab-separated
     meta.json               source, version, counts
-Splits are `train`, `val`, `test`. Every source module builds a `Dataset`; `write_dataset`
+Splits are `train`, `dev`, `test`: dev chooses (defaults, early stopping), test only reports. Every source module builds a `Dataset`; `write_dataset`
 validates before anything is written, `read_dataset` validates with file:line messages.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 from kd.atomic import atomic_dir
 from kd.errors import DataError
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "dev", "test")
 
 Corpus = dict[str, dict[str, str]]  # docid -> {"title", "text"}
 Queries = dict[str, str]  # qid -> text
@@ -40,6 +41,25 @@ class Dataset:
             out[f"{split}_queries"] = len(self.queries.get(split, {}))
             out[f"{split}_judged"] = sum(len(d) for d in self.qrels.get(split, {}).values())
         return out
+
+
+def hash_split(qids: list[str] | set[str], fraction: float) -> tuple[list[str], list[str]]:
+    """(dev, test): a query goes to dev when a stable hash of its id falls below `fraction`.
+
+    Stable across runs, machines and corpus caps, so no choice ever sees a test query.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"data.dev_fraction={fraction} must be between 0 and 1 (exclusive): a third is usual")
+    dev, test = [], []
+    for q in sorted(qids):
+        bucket = int(hashlib.sha1(q.encode("utf-8")).hexdigest()[:8], 16) / 2**32
+        (dev if bucket < fraction else test).append(q)
+    return dev, test
+
+
+def judged(qrels: dict[str, Qrels], splits: tuple[str, ...] = ("dev", "test")) -> set[str]:
+    """Passages judged for the held-out splits: never trained on, mined or used as padding."""
+    return {d for s in splits for docs in qrels.get(s, {}).values() for d in docs}
 
 
 def passage_text(doc: dict[str, str]) -> str:

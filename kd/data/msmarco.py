@@ -2,7 +2,7 @@
 
 The seed recipe: a few hundred judged train and dev queries with their judged passages, padded
 with other passages up to `max_passages` (BM25 mining then finds hard candidates inside it).
-Train/val come from `msmarco-passage/train/judged`; test from `msmarco-passage/dev/small`.
+Train/dev come from `msmarco-passage/train/judged`; test from `msmarco-passage/dev/small`.
 """
 
 from __future__ import annotations
@@ -31,16 +31,17 @@ def _take(dataset_id: str, n: int, seed: int) -> tuple[Queries, Qrels]:
 
 def load(
     max_train_queries: int | None = 400,
-    max_val_queries: int | None = 60,
+    max_dev_queries: int | None = 60,
     max_test_queries: int | None = 200,
     max_passages: int | None = 10000,
     seed: int = 13,
+    dev_fraction: float = 0.33,  # unused: MS MARCO's dev queries come from its own judged train split
 ) -> Dataset:
     try:
         import ir_datasets
     except ImportError as exc:
         raise DataError("data=msmarco needs ir_datasets: `pip install ir-datasets`") from exc
-    n_train, n_val = max_train_queries or 400, max_val_queries or 60
+    n_train, n_val = max_train_queries or 400, max_dev_queries or 60
     try:
         trainval_q, trainval_r = _take("msmarco-passage/train/judged", n_train + n_val, seed)
         test_q, test_r = _take("msmarco-passage/dev/small", max_test_queries or 200, seed)
@@ -63,12 +64,12 @@ def load(
         corpus,
         {
             "train": {q: trainval_q[q] for q in sorted(train_ids)},
-            "val": {q: trainval_q[q] for q in sorted(val_ids)},
+            "dev": {q: trainval_q[q] for q in sorted(val_ids)},
             "test": test_q,
         },
         {
             "train": {q: trainval_r[q] for q in sorted(train_ids)},
-            "val": {q: trainval_r[q] for q in sorted(val_ids)},
+            "dev": {q: trainval_r[q] for q in sorted(val_ids)},
             "test": test_r,
         },
         {"name": "msmarco", "source": "ir_datasets:msmarco-passage"},

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kd.data.io import Dataset, Qrels, Queries
+from kd.data.io import Dataset, Qrels, Queries, hash_split
 from kd.errors import DataError
 
 CACHE_DIR = Path(".cache") / "debian"
@@ -359,8 +359,9 @@ def build(
     max_words: int = 150,
     max_passages: int | None = None,
     max_train_queries: int | None = None,
-    max_val_queries: int | None = None,
+    max_dev_queries: int | None = None,
     max_test_queries: int | None = None,
+    dev_fraction: float = 0.33,
     exclude: tuple[str, ...] = ("whatsnew/",),
     seed: int = 13,
 ) -> Dataset:
@@ -373,7 +374,7 @@ def build(
         sections.extend(parse_page(page, path.read_text(encoding="utf-8", errors="replace")))
     chunked = chunk_sections(sections, min_words, max_words)
 
-    # test: FAQ question headings -> passages of their own answer
+    # held out (dev + test): FAQ question headings -> passages of their own answer
     test_q: Queries = {}
     test_qrels: Qrels = {}
     for sec in sections:
@@ -418,22 +419,22 @@ def build(
     while natural or api:
         pool_ids.extend(natural[:2] + api[:1])
         natural, api = natural[2:], api[1:]
-    n_val = len(pool_ids) if max_val_queries is None else min(max_val_queries, len(pool_ids))
-    val_ids = pool_ids[:n_val]
-    rest = pool_ids[n_val:]
-    train_ids = rest if max_train_queries is None else rest[:max_train_queries]
-    test_ids = sorted(test_q)
+    train_ids = pool_ids if max_train_queries is None else pool_ids[:max_train_queries]
+    # the FAQ questions are the held-out set: a stable hash of the id puts about a third in dev
+    dev_ids, test_ids = hash_split(set(test_q), dev_fraction)
+    if max_dev_queries is not None and max_dev_queries < len(dev_ids):
+        dev_ids = sorted(random.Random(seed).sample(dev_ids, max_dev_queries))
     if max_test_queries is not None and max_test_queries < len(test_ids):
         test_ids = sorted(random.Random(seed).sample(test_ids, max_test_queries))
 
     queries = {
         "train": {q: pool[q][0] for q in train_ids},
-        "val": {q: pool[q][0] for q in val_ids},
+        "dev": {q: test_q[q] for q in dev_ids},
         "test": {q: test_q[q] for q in test_ids},
     }
     qrels = {
         "train": {q: pool[q][1] for q in train_ids},
-        "val": {q: pool[q][1] for q in val_ids},
+        "dev": {q: test_qrels[q] for q in dev_ids},
         "test": {q: test_qrels[q] for q in test_ids},
     }
     corpus = chunked.passages
@@ -452,6 +453,7 @@ def build(
         "max_words": max_words,
         "exclude": list(exclude),
         "seed": seed,
+        "dev_fraction": dev_fraction,
     }
     return Dataset(corpus, queries, qrels, meta)
 

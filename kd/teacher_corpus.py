@@ -1,0 +1,129 @@
+"""The bi-encoder teacher's view of the whole corpus, computed once: a float16 matrix + docids.
+
+Stage `teacher_corpus` writes it; mining (the teacher's own top-K), group scoring, the teacher-alone
+evaluation, the teacher rerank and the service read it instead of encoding passages again.
+
+On disk (a DVC out):
+    embeddings.npy   float16 [N, D], L2-normalised; row i is docids[i]
+    docids.json      the corpus ids in row order (sorted)
+    meta.json        model, model_key, fingerprint (texts + model), dim, count
+
+The pass runs in chunks kept under `<cache>/teacher_corpus/<fingerprint>/`, each written atomically,
+so a killed run resumes from its finished chunks; chunk names are unique per chunk index, so two
+processes with the same inputs write the same bytes and never delete each other's work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from kd.atomic import atomic_dir, atomic_path
+from kd.errors import ArtifactError
+
+log = logging.getLogger(__name__)
+
+EMBEDDINGS = "embeddings.npy"
+DOCIDS = "docids.json"
+META = "meta.json"
+
+
+def fingerprint(docids: list[str], texts: list[str], model_key: str) -> str:
+    """Hash of every (id, text) pair in order and the teacher's model key: what the matrix depends on."""
+    digest = hashlib.sha256(model_key.encode() + b"\0")
+    for d, t in zip(docids, texts, strict=True):
+        digest.update(d.encode() + b"\x1f" + t.encode() + b"\x1e")
+    return digest.hexdigest()[:16]
+
+
+def encode_chunked(
+    texts: list[str], encode: Callable[[list[str]], np.ndarray], chunk_dir: Path, chunk: int = 512
+) -> np.ndarray:
+    """`encode` over `texts` in chunks saved as `part-<i>.npy`; finished chunks are reused."""
+    if chunk < 1:
+        raise ValueError(f"chunk size must be >= 1, got {chunk}")
+    chunk_dir.mkdir(parents=True, exist_ok=True)
+    n_chunks = (len(texts) + chunk - 1) // chunk
+    parts = []
+    done = sum((chunk_dir / f"part-{i:05d}.npy").exists() for i in range(n_chunks))
+    if done:
+        log.info("resuming: %d of %d chunks already encoded in %s", done, n_chunks, chunk_dir)
+    bar = tqdm(total=len(texts), desc="teacher corpus", unit="passage", mininterval=5, initial=min(done * chunk, len(texts)))
+    for i in range(n_chunks):
+        path = chunk_dir / f"part-{i:05d}.npy"
+        if not path.exists():
+            part = texts[i * chunk : (i + 1) * chunk]
+            emb = np.asarray(encode(part), dtype=np.float16)
+            with atomic_path(path) as tmp, tmp.open("wb") as fh:
+                np.save(fh, emb)
+            bar.update(len(part))
+        parts.append(np.load(path))
+    bar.close()
+    if not parts:
+        raise ArtifactError("the corpus is empty: nothing for the teacher to encode (check data/corpus.jsonl)")
+    return np.concatenate(parts)
+
+
+def write(out_dir: Path, docids: list[str], emb: np.ndarray, meta: dict[str, Any]) -> None:
+    with atomic_dir(out_dir) as tmp:
+        np.save(tmp / EMBEDDINGS, emb.astype(np.float16))
+        (tmp / DOCIDS).write_text(json.dumps(docids))
+        (tmp / META).write_text(json.dumps({**meta, "count": len(docids), "dim": int(emb.shape[1])}, indent=2) + "\n")
+
+
+@dataclass
+class TeacherCorpus:
+    docids: list[str]
+    emb: np.ndarray  # float32 [N, D], normalised
+    meta: dict[str, Any]
+
+    def rows(self, ids: list[str]) -> np.ndarray:
+        pos = self.positions
+        return self.emb[[pos[d] for d in ids]]
+
+    @property
+    def positions(self) -> dict[str, int]:
+        if not hasattr(self, "_positions"):
+            self._positions = {d: i for i, d in enumerate(self.docids)}
+        return self._positions
+
+    def top_k(self, q_emb: np.ndarray, k: int, exclude: set[str] | None = None) -> list[list[tuple[str, float]]]:
+        """Exact inner-product top-`k` over the whole corpus for each query row (ties by docid)."""
+        scores = q_emb.astype(np.float32) @ self.emb.T
+        if exclude:
+            scores[:, [self.positions[d] for d in exclude if d in self.positions]] = -np.inf
+        k = min(k, scores.shape[1])
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        out = []
+        for i, row in enumerate(top):
+            hits = [(self.docids[j], float(scores[i, j])) for j in row if np.isfinite(scores[i, j])]
+            out.append(sorted(hits, key=lambda h: (-h[1], h[0])))
+        return out
+
+
+def load(out_dir: Path, expect_fingerprint: str | None = None, expect_docids: list[str] | None = None) -> TeacherCorpus:
+    """Read the matrix; a mismatch with the corpus or model is an error naming the fix, never silent."""
+    fix = "run `dvc repro teacher_corpus`"
+    if not (out_dir / META).exists():
+        raise ArtifactError(f"{out_dir} holds no teacher corpus embeddings: {fix}")
+    meta = json.loads((out_dir / META).read_text())
+    docids = json.loads((out_dir / DOCIDS).read_text())
+    emb = np.load(out_dir / EMBEDDINGS).astype(np.float32)
+    if emb.shape[0] != len(docids):
+        raise ArtifactError(f"{out_dir}: {emb.shape[0]} rows for {len(docids)} docids (a partial write?): {fix}")
+    if expect_docids is not None and docids != expect_docids:
+        raise ArtifactError(f"{out_dir}/{DOCIDS} does not match data/corpus.jsonl (another corpus?): {fix}")
+    if expect_fingerprint is not None and meta.get("fingerprint") != expect_fingerprint:
+        raise ArtifactError(
+            f"{out_dir}/{META} fingerprint {meta.get('fingerprint')} != {expect_fingerprint} for the current corpus "
+            f"texts and teacher settings: {fix}"
+        )
+    return TeacherCorpus(docids, emb, meta)

@@ -26,8 +26,8 @@ VARIANTS: dict[str, list[str]] = {
     "base": ["mining.sources=[bm25]", "mining.pseudo_queries=0", "loss.sim_kl=0.0"],
     "teacher_negs": ["mining.sources=[bm25,teacher]", "mining.pseudo_queries=0", "loss.sim_kl=0.0"],
     "sim_kl": ["mining.sources=[bm25]", "mining.pseudo_queries=0", "loss.sim_kl=1.0"],
-    "pseudo": ["mining.sources=[bm25]", "mining.pseudo_queries=600", "loss.sim_kl=0.0"],
-    "all": ["mining.sources=[bm25,teacher]", "mining.pseudo_queries=600", "loss.sim_kl=1.0"],
+    "pseudo": ["mining.sources=[bm25]", "mining.pseudo_queries=300", "loss.sim_kl=0.0"],
+    "all": ["mining.sources=[bm25,teacher]", "mining.pseudo_queries=300", "loss.sim_kl=1.0"],
 }
 
 

@@ -129,7 +129,7 @@ class Workspace:
 
     def test_queries(self, limit: int | None = None) -> list[str]:
         queries = list(self.dataset.queries.get("test", {}).values()) or list(
-            self.dataset.queries.get("val", {}).values()
+            self.dataset.queries.get("dev", {}).values()
         )
         if not queries:
             queries = ["How do I read a file?", "What is a generator?", "How to sort a dict by value?"]
@@ -177,7 +177,7 @@ def docs_slice(params: Params, max_passages: int, seed: int = 13) -> Dataset:
         max_words=d.max_words,
         max_passages=max_passages,
         max_train_queries=d.max_train_queries,
-        max_val_queries=d.max_val_queries,
+        max_dev_queries=d.max_dev_queries,
         max_test_queries=d.max_test_queries,
         exclude=tuple(d.exclude),
         seed=seed,

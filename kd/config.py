@@ -30,8 +30,9 @@ class DataConfig:
     max_words: int = 150
     max_passages: int | None = None
     max_train_queries: int | None = 600
-    max_val_queries: int | None = 80
+    max_dev_queries: int | None = None
     max_test_queries: int | None = None
+    dev_fraction: float = 0.33  # held-out queries (FAQ; a beir folder without dev qrels) -> dev by a stable id hash
     exclude: list[str] = field(default_factory=lambda: ["whatsnew/"])
 
 
@@ -47,9 +48,13 @@ class ModelConfig:
     query_prefix: str = ""
     passage_prefix: str = ""
     chunk_groups: int = 64  # teacher only: groups per kept chunk of the resumable teacher stage
+    corpus_chunk: int = 512  # teacher only: passages per kept chunk of the resumable teacher_corpus stage
     backend: str = "torch"  # student only: query encoder (service, eval): torch | onnx | onnx-int8
     corpus_backend: str = "torch"  # student only: what encodes the corpus (stages baseline, index)
     dtype: str = "float32"  # PyTorch inference (encoding): auto (bf16 where the CPU has it natively) | bfloat16 | float32
+    score_norm: str = "none"  # teacher only: none | standardize (each group's scores to mean 0, std score_scale)
+    score_scale: float = 0.1  # teacher only: the per-group std of standardised scores (a student's cosine spread)
+    smoke_model: str = "minilm"  # teacher only: the tiny stand-in of this kind that `+experiment=smoke` uses
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,7 @@ class BM25Config:
     threads: int = 2
 
 
-MINING_SOURCES = ("bm25", "dense")  # dense: the untrained student's run (stage `baseline`)
+MINING_SOURCES = ("bm25", "dense", "teacher")  # dense: the untrained student (stage `baseline`); teacher: its top-K
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,9 @@ class MiningConfig:
     sources: list[str] = field(default_factory=lambda: ["bm25"])  # bm25 | dense (the untrained student)
     fn_margin: float | None = 0.0
     fn_threshold: float | None = None
+    pseudo_queries: int = 0  # spans cropped from passages, labelled by the teacher over the corpus (0 = off)
+    pseudo_min_words: int = 6
+    pseudo_max_words: int = 20
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,9 @@ class LossConfig:
     in_batch: float = 0.2
     kl_temperature: float = 0.05
     in_batch_temperature: float = 0.05
+    sim_kl: float = 0.0  # the teacher's in-batch similarity matrix (each query vs every batch passage), KL
+    sim_mse: float = 0.0  # the same matrix, MSE on raw cosines
+    sim_temperature: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -91,21 +102,48 @@ class TrainConfig:
     max_seq_length: int = 128
     val_depth: int = 30
     dtype: str = "float32"  # auto | bfloat16 (mixed precision) | float32
+    seed: int | None = None  # training's own seed (init order, shuffling); null = the top-level `seed`
+
+    def seed_or(self, default: int) -> int:
+        return default if self.seed is None else self.seed
 
 
 @dataclass(frozen=True)
 class IndexConfig:
-    type: str = "hnsw"
+    type: str = "hnsw"  # hnsw | ivfpq | flat
     M: int = 32
     ef_construction: int = 200
     ef_search: int = 128
+    # ivfpq only (conf/index/ivfpq.yaml): coarse centroids, PQ sub-vectors and bits per code, lists probed
+    nlist: int = 128
+    m: int = 48
+    nbits: int = 8
+    nprobe: int = 16
+    train_size: int = 100_000  # vectors sampled (seeded) to train the centroids and codebooks
+    add_batch: int = 65_536  # vectors added per call, so a big corpus is filled in bounded memory
+
+
+COMPUTE_BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ComputeConfig:
+    """Where bulk model passes run (`kd.compute`): in this process, or on Ray Data actors."""
+
+    backend: str = "local"  # local (no Ray imported) | ray
+    address: str = "local"  # ray only: `local` starts Ray here; `auto`, `host:6379` or `ray://host:10001` joins a cluster
+    actors: int = 2  # ray only: actor-pool size (each loads the model once)
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+    batch_size: int = 512  # texts per shard: the unit sent to an actor and kept on disk for resume
+    num_cpus: int | None = None  # ray with address=local: CPUs the local Ray may use (null = all)
+    max_retries: int = 3  # ray only: restarts of a dead actor / retries of its shard before a clear error
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     depth: int = 100
     rerank_depth: int = 20
-    teacher_alone: bool = False
     backends: list[str] = field(default_factory=lambda: ["torch", "onnx", "onnx-int8"])
 
 
@@ -116,10 +154,23 @@ class ServiceConfig:
     rerank: bool = True
     max_query_chars: int = 1000
     max_k: int = 100
-    max_rerank_depth: int = 1000
+    max_rerank_depth: int = 100
     max_batch: int = 64
     max_body_bytes: int = 65536
     threads: int | None = 1  # student/FAISS threads for serving (null = all cores)
+    max_rerank_pairs: int = 6400  # queries x candidates per rerank request (teacher passage embeddings)
+    max_scored_pairs: int = 200  # pairs the teacher must score itself (cross-encoder / no passage embeddings)
+    max_concurrent_reranks: int = 1  # more at once -> 503 + Retry-After (reranks never queue)
+    search_workers: int = 4  # threads for plain searches, apart from reranks
+    retry_after_s: int = 1
+    max_encode_texts: int = 64
+    max_encode_chars: int = 2000
+    auth: str = "none"  # none | api_key
+    api_keys_file: str = "secrets/api_keys.json"  # argon2 hashes only (python -m service.keys)
+    rate_limit_per_minute: int = 0  # per API key (per client address with auth none); 0 = off
+    rate_limit_burst: int = 0  # bucket size; 0 = a tenth of a minute's allowance (at least 1)
+    student_model: str | None = None  # null: the DVC folder artifacts/student; or models:/<name>@<alias>
+    teacher_corpus_dir: str = "artifacts/teacher_corpus"
 
 
 @dataclass(frozen=True)
@@ -135,6 +186,7 @@ class Params:
     index: IndexConfig = field(default_factory=IndexConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
 
     def flat(self) -> dict[str, Any]:
         """`section.key -> value`, the shape MLflow wants for params."""
@@ -219,6 +271,24 @@ def params_from_dict(raw: dict[str, Any]) -> Params:
             f"mining.sources={sources!r} must be a non-empty list drawn from {', '.join(MINING_SOURCES)} "
             "(conf/mining/, or `dvc exp run -S 'mining.sources=[bm25,dense]'`)"
         )
+    if params.teacher.score_norm not in ("none", "standardize"):
+        raise ConfigError(
+            f"teacher.score_norm={params.teacher.score_norm!r} is unknown: use none or standardize (conf/teacher/)"
+        )
+    if params.teacher.kind != "bi_encoder":
+        needs_view = {
+            "mining.sources contains 'teacher'": "teacher" in sources,
+            f"mining.pseudo_queries={params.mining.pseudo_queries}": params.mining.pseudo_queries > 0,
+            f"loss.sim_kl={params.loss.sim_kl}": params.loss.sim_kl > 0,
+            f"loss.sim_mse={params.loss.sim_mse}": params.loss.sim_mse > 0,
+        }
+        bad = [k for k, v in needs_view.items() if v]
+        if bad:
+            raise ConfigError(
+                f"{', '.join(bad)} need(s) the teacher's passage embeddings, but teacher.kind={params.teacher.kind!r} "
+                "has none. With a cross-encoder teacher use mining.sources=[bm25] (or [bm25,dense]), "
+                "mining.pseudo_queries=0, loss.sim_kl=0 and loss.sim_mse=0."
+            )
     return params
 
 

@@ -1,7 +1,8 @@
 """FAISS index over student embeddings, with the id map and passage store the service needs.
 
 Layout of an index folder (the `index` stage's out):
-    faiss.index      inner-product index over L2-normalised embeddings (so score == cosine)
+    faiss.index      inner-product index over L2-normalised embeddings (so score == cosine): HNSW,
+                     IVF-PQ (`index=ivfpq`, approximate scores from PQ codes) or flat; `load` reads either
     docids.json      row -> passage id
     passages.jsonl   {"_id", "title", "text"} in row order (what the service returns)
     meta.json        student model, index type and params, corpus size, provenance
@@ -24,8 +25,8 @@ from kd.errors import ArtifactError, ConfigError
 from kd.metrics import Run
 
 
-def build(emb: np.ndarray, cfg: IndexConfig) -> faiss.Index:
-    """HNSW (or exact flat) inner-product index. Built single-threaded so it is deterministic."""
+def build(emb: np.ndarray, cfg: IndexConfig, seed: int = 13) -> faiss.Index:
+    """HNSW, IVF-PQ or exact flat inner-product index. HNSW is built single-threaded (deterministic)."""
     dim = emb.shape[1]
     index: faiss.Index
     if cfg.type == "flat":
@@ -35,8 +36,10 @@ def build(emb: np.ndarray, cfg: IndexConfig) -> faiss.Index:
         hnsw.hnsw.efConstruction = cfg.ef_construction
         hnsw.hnsw.efSearch = cfg.ef_search
         index = hnsw
+    elif cfg.type == "ivfpq":
+        return build_ivfpq(emb, cfg, seed)
     else:
-        raise ConfigError(f"index.type={cfg.type!r} is unknown: use 'hnsw' or 'flat' (conf/index/)")
+        raise ConfigError(f"index.type={cfg.type!r} is unknown: use 'hnsw', 'ivfpq' or 'flat' (conf/index/)")
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)  # multi-threaded HNSW insertion order is not reproducible
     try:
@@ -44,6 +47,62 @@ def build(emb: np.ndarray, cfg: IndexConfig) -> faiss.Index:
     finally:
         faiss.omp_set_num_threads(threads)
     return index
+
+
+def check_ivfpq(cfg: IndexConfig, n: int, dim: int) -> None:
+    """Fail before training, naming the key and the fix, for shapes FAISS would reject or degrade on."""
+    fix = "set it in conf/index/ivfpq.yaml or with `dvc exp run -S index.<key>=...`"
+    for key in ("nlist", "m", "nbits", "nprobe", "train_size", "add_batch"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"index.{key}={getattr(cfg, key)} must be >= 1: {fix}")
+    if cfg.nlist > n:
+        raise ConfigError(
+            f"index.nlist={cfg.nlist} is more centroids than the {n} passages to index: use at most {n} "
+            f"(about 4*sqrt(passages) = {max(1, int(4 * n**0.5))}); {fix}"
+        )
+    if dim % cfg.m:
+        divisors = [d for d in range(1, dim + 1) if dim % d == 0 and d <= 128]
+        raise ConfigError(
+            f"index.m={cfg.m} must divide the embedding dim {dim} (PQ splits each vector into m equal parts): "
+            f"use one of {divisors[-6:]}; {fix}"
+        )
+    if not 1 <= cfg.nbits <= 16:
+        raise ConfigError(f"index.nbits={cfg.nbits} must be between 1 and 16 (8 is usual): {fix}")
+    sample = min(cfg.train_size, n)
+    if sample < cfg.nlist or sample < 2**cfg.nbits:
+        raise ConfigError(
+            f"IVF-PQ trains on {sample} vectors (min of index.train_size={cfg.train_size} and {n} passages), "
+            f"fewer than index.nlist={cfg.nlist} centroids or the 2**index.nbits={2**cfg.nbits} codes per "
+            f"sub-quantizer: lower index.nlist / index.nbits or raise index.train_size; {fix}"
+        )
+    if cfg.nprobe > cfg.nlist:
+        raise ConfigError(f"index.nprobe={cfg.nprobe} exceeds index.nlist={cfg.nlist} lists: {fix}")
+
+
+def build_ivfpq(emb: np.ndarray, cfg: IndexConfig, seed: int = 13) -> faiss.Index:
+    """IVF-PQ trained on a seeded sample of `index.train_size` vectors, filled `index.add_batch` at a time.
+
+    `emb` may be a memory-mapped array (np.load(mmap_mode="r")): only the sample and one batch are
+    ever copied into RAM, which is what lets the index outgrow float32 vectors in memory.
+    """
+    n, dim = emb.shape
+    check_ivfpq(cfg, n, dim)
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFPQ(quantizer, dim, cfg.nlist, cfg.m, cfg.nbits, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    index.pq.cp.seed = seed
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(n, size=min(cfg.train_size, n), replace=False))
+    index.train(np.ascontiguousarray(emb[rows], dtype=np.float32))
+    for start in range(0, n, cfg.add_batch):
+        index.add(np.ascontiguousarray(emb[start : start + cfg.add_batch], dtype=np.float32))
+    index.nprobe = cfg.nprobe
+    return index
+
+
+def bytes_per_vector(index: faiss.Index) -> float:
+    """Serialised size / vectors: what one passage costs in RAM once loaded (codes + ids + overhead)."""
+    return len(faiss.serialize_index(index)) / max(1, index.ntotal)
 
 
 def search(index: faiss.Index, query_emb: np.ndarray, docids: list[str], k: int) -> list[list[tuple[str, float]]]:
@@ -114,8 +173,11 @@ def load(index_dir: Path) -> LoadedIndex:
             f"{index_dir}: row {bad} is '{docids[bad]}' in docids.json but '{passages[bad]['_id']}' "
             f"in passages.jsonl; they must list the same passages in the same order: {fix}"
         )
-    if isinstance(index, faiss.IndexHNSWFlat) and "ef_search" in meta.get("index", {}):
-        index.hnsw.efSearch = int(meta["index"]["ef_search"])
+    index_meta = meta.get("index", {})
+    if isinstance(index, faiss.IndexHNSWFlat) and "ef_search" in index_meta:
+        index.hnsw.efSearch = int(index_meta["ef_search"])
+    if isinstance(index, faiss.IndexIVF) and "nprobe" in index_meta:  # the params win, as for efSearch
+        index.nprobe = int(index_meta["nprobe"])
     return LoadedIndex(index, docids, passages, meta)
 
 

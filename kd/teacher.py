@@ -3,28 +3,90 @@
 The teacher dominates pipeline time (mpnet: ~7 passages/s on 2 cores), so every distinct text is
 encoded once and kept on disk in `<cache>/teacher/<model key>/` as append-only shards. The
 negatives stage warms it; the teacher stage, the evaluation rerank and re-runs reuse it.
+
+Concurrency: `dvc queue start -j 2` runs experiments side by side over one cache. Writers never
+share a file name (shards are named by time, pid and a random suffix; chunk names are fixed by
+their content), every file appears by an atomic rename, and nothing deletes what another run may
+still be using (only chunk folders untouched for `STALE_AFTER_DAYS` are swept, claimed by a rename).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
+import os
+import shutil
+import time
+import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from kd.atomic import atomic_path, write_text
+from kd.atomic import atomic_path
+from kd.backends import fingerprint, package_versions, use_bf16
 from kd.config import ModelConfig
-from kd.models import BiEncoderTeacher, CrossEncoderTeacher
+from kd.errors import ConfigError
+from kd.models import BiEncoderTeacher, CrossEncoderTeacher, resolve
+from kd.teacher_corpus import TeacherCorpus
+
+NUMERIC_PACKAGES = ("torch", "transformers", "sentence-transformers")
+SCORE_NORMS = ("none", "standardize")
+STALE_AFTER_DAYS = 14.0  # chunk folders of other inputs untouched this long are swept
+CROSS_ENCODER_SCORES = "raw-logits"  # cache folder suffix: pair scores once held sigmoid probabilities
+
+log = logging.getLogger(__name__)
 
 
 def model_key(cfg: ModelConfig) -> str:
-    """Everything that changes the teacher's numbers, hashed."""
-    fields = [cfg.kind, cfg.model, str(cfg.max_seq_length), cfg.query_prefix, cfg.passage_prefix]
+    """Everything that changes the teacher's numbers, hashed.
+
+    The config fields, the compute dtype as resolved on this CPU (`auto` on a bf16 CPU and `bfloat16`
+    give the same numbers), the model's content (a local folder's files; a hub id by its name, pin
+    `teacher.model` to a local snapshot for a content key) and the versions of the numeric libraries.
+    """
+    path = Path(resolve(cfg.model))
+    content = fingerprint(path) if path.is_dir() else "hub:" + cfg.model
+    versions = package_versions(NUMERIC_PACKAGES)
+    fields = [
+        cfg.kind, cfg.model, str(cfg.max_seq_length), cfg.query_prefix, cfg.passage_prefix,
+        "bfloat16" if use_bf16(cfg.dtype) else "float32", content,
+        *(f"{k}={v}" for k, v in sorted(versions.items())),
+    ]  # fmt: skip
     return hashlib.sha1("\x1f".join(fields).encode()).hexdigest()[:16]
+
+
+def normalize_scores(scores: np.ndarray, mode: str, scale: float = 0.1) -> np.ndarray:
+    """One group's teacher scores on the student's scale (`teacher.score_norm`, `teacher.score_scale`).
+
+    `none`: unchanged (a bi-encoder teacher's cosines already live where the student's do).
+    `standardize`: (s - mean) / std * scale, so a cross-encoder's logits (any offset, any spread)
+    become differences the size of a cosine student's, which is what Margin-MSE and a KL at
+    temperature ~0.05 are tuned for. Both losses ignore a shift, so the mean is 0. A group whose
+    scores are all equal carries no order: it becomes all zeros.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if mode == "none":
+        return s.astype(np.float32)
+    if mode != "standardize":
+        raise ConfigError(f"teacher.score_norm={mode!r} is unknown: use one of {', '.join(SCORE_NORMS)} (conf/teacher/)")
+    if not scale > 0:
+        raise ConfigError(f"teacher.score_scale={scale!r} must be > 0 (the per-group std of the standardised scores)")
+    std = s.std()
+    if s.size < 2 or std == 0:
+        return np.zeros(s.shape, dtype=np.float32)
+    return ((s - s.mean()) / std * scale).astype(np.float32)
+
+
+def normalize_groups(frame: pd.DataFrame, cfg: ModelConfig) -> pd.DataFrame:
+    """`normalize_scores` applied to every group of a teacher-scores frame (qid, doc_ids, scores)."""
+    out = frame.copy()
+    out["scores"] = [normalize_scores(np.asarray(s), cfg.score_norm, cfg.score_scale).tolist() for s in frame["scores"]]
+    return out
 
 
 def _key(text: str) -> str:
@@ -32,28 +94,46 @@ def _key(text: str) -> str:
 
 
 class VectorCache:
-    """text -> float32 vector, persisted as npz shards; a crash loses at most the unsaved chunk."""
+    """text -> float32 vector, persisted as npz shards; a crash loses at most the unsaved chunk.
+
+    Shard names sort by creation time and never collide between processes; when two processes
+    computed the same text, the older shard's vector wins, in every process.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.vectors: dict[str, np.ndarray] = {}
+        self._seen: set[str] = set()
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Read the shards not read yet: this or another process may have added some since."""
         for shard in sorted(self.root.glob("shard-*.npz")):
-            with np.load(shard) as z:
-                for k, v in zip(z["keys"], z["vectors"]):
-                    self.vectors[str(k)] = v
+            if shard.name in self._seen:
+                continue
+            self._seen.add(shard.name)
+            try:
+                with np.load(shard) as z:
+                    keys, vectors = z["keys"], z["vectors"]
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+                log.warning("skipping unreadable teacher cache shard %s (%s)", shard, exc)
+                continue
+            for k, v in zip(keys, vectors):
+                self.vectors.setdefault(str(k), v)
 
     def missing(self, texts: list[str]) -> list[str]:
         return [t for t in dict.fromkeys(texts) if _key(t) not in self.vectors]
 
     def add(self, texts: list[str], vectors: np.ndarray) -> None:
         keys = [_key(t) for t in texts]
-        for k, v in zip(keys, vectors):
-            self.vectors[k] = v
-        n = len(list(self.root.glob("shard-*.npz")))
-        with atomic_path(self.root / f"shard-{n:06d}.npz") as tmp:
+        name = f"shard-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
+        with atomic_path(self.root / name) as tmp:
             with tmp.open("wb") as fh:
                 np.savez(fh, keys=np.array(keys), vectors=np.asarray(vectors, dtype=np.float32))
+        self._seen.add(name)
+        for k, v in zip(keys, np.asarray(vectors, dtype=np.float32)):
+            self.vectors.setdefault(k, v)
 
     def get(self, texts: list[str]) -> np.ndarray:
         return np.stack([self.vectors[_key(t)] for t in texts])
@@ -63,6 +143,9 @@ class VectorCache:
     ) -> np.ndarray:
         """Compute what is missing in chunks (each saved as it completes), then return all."""
         todo = self.missing(texts)
+        if todo:
+            self.refresh()  # another run may have computed them meanwhile
+            todo = self.missing(texts)
         if todo:
             bar = tqdm(total=len(todo), desc=desc, unit="text", mininterval=2)
             for start in range(0, len(todo), chunk):
@@ -80,13 +163,23 @@ class CachedTeacher:
         self.teacher = teacher
         self.name = teacher.name
         self.chunk = chunk
-        self.cache = VectorCache(cache_root / model_key(teacher.cfg))
+        key = model_key(teacher.cfg)
+        if isinstance(teacher, CrossEncoderTeacher):
+            key = f"{key}-{CROSS_ENCODER_SCORES}"
+        self.cache = VectorCache(cache_root / key)
+
+    def query_vectors(self, queries: list[str], progress: bool = False) -> np.ndarray:
+        """A bi-encoder teacher's query embeddings [n, D] (float32, normalised), each text encoded once."""
+        t = self.teacher
+        if not isinstance(t, BiEncoderTeacher):
+            raise TypeError(f"teacher.kind={t.cfg.kind!r} has no query embeddings: score pairs instead")
+        return self.cache.fill(["Q\x00" + x for x in queries], lambda xs: t.encode_queries([x[2:] for x in xs]),
+                               self.chunk, "teacher queries")  # fmt: skip
 
     def score(self, queries: list[str], passages: list[str], progress: bool = True) -> np.ndarray:
         t = self.teacher
         if isinstance(t, BiEncoderTeacher):
-            q = self.cache.fill(["Q\x00" + x for x in queries], lambda xs: t.encode_queries([x[2:] for x in xs]),
-                                self.chunk, "teacher queries")
+            q = self.query_vectors(queries)
             p = self.cache.fill(["P\x00" + x for x in passages], lambda xs: t.encode_passages([x[2:] for x in xs]),
                                 self.chunk, "teacher passages")
             return np.einsum("ij,ij->i", q, p).astype(np.float32)
@@ -99,52 +192,113 @@ class CachedTeacher:
         return self.cache.fill(pairs, compute, self.chunk, "teacher pairs").reshape(-1)
 
 
+class PairScorer(Protocol):
+    def score(self, queries: list[str], passages: list[str], progress: bool = True) -> np.ndarray: ...
+
+
+def group_fingerprint(groups: pd.DataFrame, query_text: dict[str, str], doc_text: dict[str, str], salt: str) -> str:
+    """Hash of every group's query id and text and its passages' ids and texts, in order, and `salt`.
+
+    The chunk folder's name: a change to any text (say `data.min_words` rewrites passages under the
+    same ids) or to the teacher (in `salt`) starts a new folder instead of reusing old scores.
+    """
+    digest = hashlib.sha256(salt.encode() + b"\0")
+    for qid, pos, negs in zip(groups["qid"], groups["pos_id"], groups["neg_ids"]):
+        digest.update(f"{qid}\x1f{query_text[str(qid)]}\x1e".encode())
+        for d in [str(pos), *map(str, negs)]:
+            digest.update(f"{d}\x1f{doc_text[d]}\x1e".encode())
+        digest.update(b"\x1d")
+    return digest.hexdigest()[:16]
+
+
+def score_chunk(
+    rows: pd.DataFrame,
+    query_text: dict[str, str],
+    doc_text: dict[str, str],
+    teacher: CachedTeacher | PairScorer,
+    view: TeacherCorpus | None = None,
+) -> pd.DataFrame:
+    """Score one chunk of groups: qid, doc_ids (positive first), scores.
+
+    With `view` (a bi-encoder teacher's passage matrix, stage `teacher_corpus`) a score is the dot
+    product of the teacher's query embedding with the passage's row, the numbers mining used; else
+    the teacher scores each (query, passage) text pair (a cross-encoder).
+    """
+    doc_ids = [[str(p), *map(str, n)] for p, n in zip(rows["pos_id"], rows["neg_ids"])]
+    texts = [query_text[str(q)] for q in rows["qid"]]
+    if view is not None:
+        if not isinstance(teacher, CachedTeacher):
+            raise TypeError("scoring against the teacher's passage matrix needs a CachedTeacher for the queries")
+        q_emb = teacher.query_vectors(texts)
+        scores = [view.rows(ids) @ q for ids, q in zip(doc_ids, q_emb)]
+    else:
+        qs = [t for t, ids in zip(texts, doc_ids) for _ in ids]
+        ps = [doc_text[d] for ids in doc_ids for d in ids]
+        flat = teacher.score(qs, ps, progress=False)
+        scores = np.split(flat, np.cumsum([len(ids) for ids in doc_ids])[:-1])
+    return pd.DataFrame(
+        {"qid": rows["qid"].tolist(), "doc_ids": doc_ids, "scores": [np.asarray(s, dtype=np.float32).tolist() for s in scores]}
+    )
+
+
+def sweep_stale(chunk_dir: Path, keep: str, max_age_days: float = STALE_AFTER_DAYS) -> list[str]:
+    """Delete chunk folders (not `keep`) whose last write is older than `max_age_days`; return their names.
+
+    A live run writes into its folder every chunk, so an old folder belongs to no running process.
+    Each folder is first claimed by renaming it to a unique hidden name, so two sweepers never
+    delete under each other, and a run that still finds its folder gone just recomputes.
+    """
+    cutoff = time.time() - max_age_days * 86400
+    swept = []
+    for d in chunk_dir.iterdir():
+        if d.name == keep or d.name.startswith(".") or not d.is_dir():
+            continue
+        try:
+            if d.stat().st_mtime >= cutoff:
+                continue
+            claimed = d.with_name(f".sweep-{d.name}-{uuid.uuid4().hex[:8]}")
+            d.rename(claimed)
+        except OSError:  # another sweeper took it, or it changed under us
+            continue
+        shutil.rmtree(claimed, ignore_errors=True)
+        swept.append(d.name)
+    return swept
+
+
 def score_groups(
     groups: pd.DataFrame,
     query_text: dict[str, str],
     doc_text: dict[str, str],
-    teacher: CachedTeacher,
+    teacher: CachedTeacher | PairScorer,
     chunk_dir: Path,
     fingerprint: str,
     chunk_size: int = 64,
+    view: TeacherCorpus | None = None,
 ) -> pd.DataFrame:
-    """Score every (query, positive + negatives) group in chunks kept under `chunk_dir/fingerprint`.
+    """Score every (query, positive + negatives) group in chunks kept under `chunk_dir/<inputs hash>/`.
 
-    An interrupted run leaves its finished chunks; the next run with the same inputs (same
-    fingerprint) skips them. Output: qid, doc_ids (positive first), scores.
+    The folder is `group_fingerprint` of the groups' texts and `fingerprint` (the teacher, the
+    scoring mode), so chunks are reused only for identical inputs; a chunk's file name carries the
+    chunk size and index, so chunks cut at another `teacher.chunk_groups` are never spliced in. An
+    interrupted run leaves its finished chunks and the next run skips them. Scores are the teacher's
+    raw numbers (normalisation is `normalize_groups`, later). Output: qid, doc_ids (positive first), scores.
     """
-    parts_dir = chunk_dir / fingerprint
+    if chunk_size < 1:
+        raise ConfigError(f"teacher.chunk_groups={chunk_size} must be >= 1")
+    salt = fingerprint + ("" if view is None else f"|view:{view.meta.get('fingerprint', '')}")
+    key = group_fingerprint(groups, query_text, doc_text, salt)
+    parts_dir = chunk_dir / key
     parts_dir.mkdir(parents=True, exist_ok=True)
-    for stale in chunk_dir.iterdir():  # chunks of other inputs can never be reused
-        if stale.is_dir() and stale.name != fingerprint:
-            for f in stale.iterdir():
-                f.unlink()
-            stale.rmdir()
-    inputs = {"rows": len(groups), "chunk_size": chunk_size}
-    marker = parts_dir / "inputs.json"
-    try:
-        same_layout = json.loads(marker.read_text()) == inputs
-    except (OSError, ValueError):
-        same_layout = False
-    if not same_layout:  # chunks cut at another size (teacher.chunk_groups changed) do not line up
-        for f in parts_dir.glob("part-*.parquet"):
-            f.unlink()
-        write_text(marker, json.dumps(inputs))
+    os.utime(parts_dir)  # in use: keeps `sweep_stale` of other runs away
+    swept = sweep_stale(chunk_dir, keep=key)
+    if swept:
+        log.info("swept %d teacher chunk folder(s) unused for %g days", len(swept), STALE_AFTER_DAYS)
     frames = []
     n_chunks = (len(groups) + chunk_size - 1) // chunk_size
     for i in tqdm(range(n_chunks), desc="teacher chunks", unit="chunk"):
-        path = parts_dir / f"part-{i:05d}.parquet"
+        path = parts_dir / f"part-{chunk_size}-{i:05d}.parquet"
         if not path.exists():
-            rows = groups.iloc[i * chunk_size : (i + 1) * chunk_size]
-            doc_ids = [[str(p), *map(str, n)] for p, n in zip(rows["pos_id"], rows["neg_ids"])]
-            qs = [query_text[str(q)] for q, ids in zip(rows["qid"], doc_ids) for _ in ids]
-            ps = [doc_text[d] for ids in doc_ids for d in ids]
-            flat = teacher.score(qs, ps, progress=False)
-            sizes = [len(ids) for ids in doc_ids]
-            scores = np.split(flat, np.cumsum(sizes)[:-1])
-            frame = pd.DataFrame(
-                {"qid": rows["qid"].tolist(), "doc_ids": doc_ids, "scores": [s.tolist() for s in scores]}
-            )
+            frame = score_chunk(groups.iloc[i * chunk_size : (i + 1) * chunk_size], query_text, doc_text, teacher, view)
             with atomic_path(path) as tmp:
                 frame.to_parquet(tmp, index=False)
         frames.append(pd.read_parquet(path))

@@ -3,44 +3,60 @@
 Kept apart from `service.app` so the process entry point can load (and so validate) everything
 *before* uvicorn starts — a missing file then ends the process with one clear line, not a traceback
 from inside the ASGI lifespan — and so the search logic can be tested without a server.
+
+Reranking has two modes. `embeddings`: a bi-encoder teacher whose passage embeddings the pipeline
+computed once (stage `teacher_corpus`); a request encodes only its query with the teacher and takes
+dot products with the candidates' rows (tens of ms instead of seconds). `pairs`: a cross-encoder
+teacher, or no precomputed embeddings; the teacher scores each (query, passage) pair, bounded by
+`service.max_scored_pairs`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 
 from kd.backends import OnnxQueryEncoder
 from kd.config import Params, ServiceConfig
 from kd.data.io import passage_text
-from kd.errors import ArtifactError, ModelLoadError
+from kd.errors import ArtifactError, ConfigError, ModelLoadError
 from kd.index import LoadedIndex
-from service.schemas import Limits, ReadyInfo, StudentInfo, TeacherInfo
+from service.schemas import Limits, ReadyInfo, RegistryInfo, StudentInfo, TeacherInfo
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
     from kd.models import Teacher
+    from kd.teacher_corpus import TeacherCorpus
+
+log = logging.getLogger("service")
 
 INDEX_FILES = ("faiss.index", "docids.json", "passages.jsonl", "meta.json")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TRAIN_FIX = "run `dvc repro train` (or `dvc pull`) to rebuild it"
 INDEX_FIX = "run `dvc repro index` (or `dvc pull`) to rebuild it"
+TEACHER_CORPUS_FIX = "run `dvc repro teacher_corpus` (or `dvc pull`), or remove the folder to score pairs instead"
+AUTH_MODES = ("none", "api_key")
+INDEX_META_KEYS = ("type", "M", "ef_construction", "ef_search", "metric", "dim", "faiss_class", "ef_search_live")
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where the artifacts are and which params apply. `rerank=None` defers to `service.rerank`."""
+    """Where the artifacts are and which params apply. `None` fields defer to `service.*` in params."""
 
     student_dir: Path = Path("artifacts/student")
     index_dir: Path = Path("artifacts/index")
     params: Params = field(default_factory=Params)
     rerank: bool | None = None
+    teacher_corpus_dir: Path | None = None
+    student_model: str | None = None  # models:/<name>@<alias>; overrides service.student_model
 
     @property
     def service(self) -> ServiceConfig:
@@ -49,6 +65,41 @@ class Settings:
     @property
     def rerank_enabled(self) -> bool:
         return self.params.service.rerank if self.rerank is None else self.rerank
+
+    @property
+    def teacher_corpus_path(self) -> Path:
+        if self.teacher_corpus_dir is not None:
+            return self.teacher_corpus_dir
+        configured = Path(self.params.service.teacher_corpus_dir)
+        # a relative path sits beside the index's artifacts/ folder (the same checkout), not the cwd
+        return configured if configured.is_absolute() else self.index_dir.parent.parent / configured
+
+    @property
+    def registry_uri(self) -> str | None:
+        return self.student_model or self.params.service.student_model or None
+
+
+def check_service_config(cfg: ServiceConfig) -> None:
+    """Config values the service cannot work with: a ConfigError naming the key and the fix."""
+    if cfg.auth not in AUTH_MODES:
+        raise ConfigError(f"service.auth={cfg.auth!r} is unknown: use one of {', '.join(AUTH_MODES)} (conf/service/)")
+    positive = (
+        "max_query_chars", "max_k", "max_rerank_depth", "max_batch", "max_body_bytes", "max_rerank_pairs",
+        "max_scored_pairs", "max_concurrent_reranks", "search_workers", "retry_after_s", "max_encode_texts",
+        "max_encode_chars",
+    )  # fmt: skip
+    for key in positive:
+        value = getattr(cfg, key)
+        if value < 1:
+            raise ConfigError(f"service.{key}={value} must be >= 1 (conf/service/, or -S service.{key}=...)")
+    for key in ("rate_limit_per_minute", "rate_limit_burst"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"service.{key}={getattr(cfg, key)} must be >= 0 (0 = off / automatic)")
+    if cfg.max_rerank_depth > cfg.max_rerank_pairs:
+        raise ConfigError(
+            f"service.max_rerank_depth={cfg.max_rerank_depth} exceeds service.max_rerank_pairs={cfg.max_rerank_pairs}: "
+            "one query at full depth would be refused; raise max_rerank_pairs or lower max_rerank_depth"
+        )
 
 
 def validate_artifacts(student_dir: Path, index_dir: Path) -> None:
@@ -81,11 +132,12 @@ def validate_artifacts(student_dir: Path, index_dir: Path) -> None:
 
 
 class Engine:
-    """The loaded student, FAISS index, id map, passage store and optional teacher.
+    """The loaded student, FAISS index, id map, passage store, optional teacher and its passage embeddings.
 
     Model calls are serialised with a lock per model: a Hugging Face fast tokenizer is not safe to
     call from several threads at once ("Already borrowed"), and on a few CPU cores concurrent forward
-    passes only fight over the same cores. FAISS searches on an immutable index need no lock.
+    passes only fight over the same cores. The student and teacher locks are separate, so a rerank
+    holds the student for one short query encode and never blocks plain searches on the teacher.
     """
 
     def __init__(
@@ -94,6 +146,8 @@ class Engine:
         student: SentenceTransformer,
         index: LoadedIndex,
         teacher: Teacher | None,
+        teacher_corpus: TeacherCorpus | None = None,
+        registry: RegistryInfo | None = None,
     ) -> None:
         self.settings = settings
         self.student = student
@@ -102,16 +156,40 @@ class Engine:
         self.passages = index.passages
         self.meta = index.meta
         self.teacher = teacher
+        self.registry = registry
         self.query_prefix = settings.params.student.query_prefix
         self.corpus_size = int(self.faiss.ntotal)
         self._fast_encode = OnnxQueryEncoder.from_model(student)  # None: torch backend, use encode()
         self._student_lock = threading.Lock()
         self._teacher_lock = threading.Lock()
+        self._teacher_emb: np.ndarray | None = None  # float32 [N, D], row i = index row i
+        if teacher is not None and teacher_corpus is not None:
+            self._teacher_emb = _align(teacher_corpus, index.docids, settings.teacher_corpus_path)
         self.ready_info = self._ready_info()
 
     @property
     def rerank_available(self) -> bool:
         return self.teacher is not None
+
+    @property
+    def rerank_mode(self) -> str | None:
+        """`embeddings` (dot products with precomputed rows), `pairs` (teacher scores pairs) or None."""
+        if self.teacher is None:
+            return None
+        return "embeddings" if self._teacher_emb is not None else "pairs"
+
+    @property
+    def student_name(self) -> str:
+        if self.registry is not None:
+            return f"{self.registry.name}/{self.registry.version}"
+        return self.ready_info.student.name
+
+    def rerank_pair_cap(self) -> tuple[int, str]:
+        """(max queries x candidates per request, the config key that sets it) for the current mode."""
+        svc = self.settings.service
+        if self.rerank_mode == "embeddings":
+            return svc.max_rerank_pairs, "service.max_rerank_pairs"
+        return svc.max_scored_pairs, "service.max_scored_pairs"
 
     def encode(self, queries: list[str]) -> np.ndarray:
         """L2-normalised float32 query embeddings, all queries in one forward pass."""
@@ -128,12 +206,27 @@ class Engine:
             )
         return np.ascontiguousarray(emb, dtype=np.float32)
 
+    def encode_texts(self, texts: list[str], normalize: bool) -> np.ndarray:
+        """`POST /encode`: the student's embeddings of texts as given (passages: no query prefix)."""
+        with self._student_lock:
+            emb = self.student.encode(
+                texts,
+                batch_size=min(max(len(texts), 1), 32),
+                convert_to_numpy=True,
+                normalize_embeddings=normalize,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(emb, dtype=np.float32)
+
     def search(
         self, queries: list[str], k: int, rerank: bool = False, rerank_depth: int = 0
     ) -> list[list[tuple[int, float]]]:
-        """Per query, `(row, score)` best first: student cosine, or teacher score when reranking."""
+        """Per query, `(row, score)` best first: student cosine, or teacher score when reranking.
+
+        With `rerank`, the teacher re-scores the student's top max(k, rerank_depth) and the best k are kept.
+        """
         emb = self.encode(queries)
-        depth = min(rerank_depth if rerank else k, self.corpus_size)
+        depth = min(max(k, rerank_depth) if rerank else k, self.corpus_size)
         scores, rows = self.faiss.search(emb, depth)
         hits = [
             [(int(r), float(s)) for r, s in zip(row_ids, row_scores, strict=True) if r >= 0]
@@ -143,21 +236,31 @@ class Engine:
             return hits
         return self._rerank(queries, hits, k)
 
-    def _rerank(self, queries: list[str], hits: list[list[tuple[int, float]]], k: int) -> list[list[tuple[int, float]]]:
+    def _teacher_scores(self, queries: list[str], hits: list[list[tuple[int, float]]]) -> list[np.ndarray]:
         if self.teacher is None:
             raise RuntimeError("rerank requested but no teacher is loaded")
+        if self._teacher_emb is not None:
+            from kd.models import BiEncoderTeacher
+
+            assert isinstance(self.teacher, BiEncoderTeacher)
+            with self._teacher_lock:
+                q_emb = self.teacher.encode_queries(queries)
+            return [self._teacher_emb[[r for r, _ in h]] @ q for q, h in zip(q_emb, hits, strict=True)]
         pair_queries = [q for q, h in zip(queries, hits, strict=True) for _ in h]
         pair_passages = [passage_text(self.passages[r]) for h in hits for r, _ in h]
         with self._teacher_lock:
-            teacher_scores = self.teacher.score(pair_queries, pair_passages) if pair_queries else np.zeros(0)
-        out: list[list[tuple[int, float]]] = []
-        start = 0
+            flat = self.teacher.score(pair_queries, pair_passages) if pair_queries else np.zeros(0, np.float32)
+        out, start = [], 0
         for h in hits:
-            rows = [r for r, _ in h]
-            scores = teacher_scores[start : start + len(h)]
+            out.append(np.asarray(flat[start : start + len(h)], dtype=np.float32))
             start += len(h)
+        return out
+
+    def _rerank(self, queries: list[str], hits: list[list[tuple[int, float]]], k: int) -> list[list[tuple[int, float]]]:
+        out: list[list[tuple[int, float]]] = []
+        for h, scores in zip(hits, self._teacher_scores(queries, hits), strict=True):
             order = np.argsort(-scores, kind="stable")[:k]
-            out.append([(rows[i], float(scores[i])) for i in order])
+            out.append([(h[i][0], float(scores[i])) for i in order])
         return out
 
     def warm_up(self) -> None:
@@ -168,25 +271,31 @@ class Engine:
 
     def _ready_info(self) -> ReadyInfo:
         params, svc = self.settings.params, self.settings.service
-        index_meta = dict(self.meta.get("index") or {})
-        index_meta.setdefault("type", params.index.type)
-        index_meta["faiss_class"] = type(self.faiss).__name__
-        index_meta["dim"] = int(self.faiss.d)
+        raw_index = dict(self.meta.get("index") or {})
+        raw_index.setdefault("type", params.index.type)
+        raw_index["faiss_class"] = type(self.faiss).__name__
+        raw_index["dim"] = int(self.faiss.d)
         if hasattr(self.faiss, "hnsw"):
-            index_meta["ef_search_live"] = int(self.faiss.hnsw.efSearch)
+            raw_index["ef_search_live"] = int(self.faiss.hnsw.efSearch)
+        index_meta = {k: raw_index[k] for k in INDEX_META_KEYS if k in raw_index}  # no paths, no free-form meta
         teacher = None
         if self.teacher is not None:
             cfg = params.teacher
-            teacher = TeacherInfo(name=cfg.name, model=cfg.model, kind=cfg.kind)
+            teacher = TeacherInfo(name=cfg.name, model=cfg.model, kind=cfg.kind, rerank_mode=self.rerank_mode or "")
         student_meta = self.meta.get("student")
         name = student_meta if isinstance(student_meta, str) else params.student.name
         if isinstance(student_meta, dict):
             name = str(student_meta.get("name", name))
+        if self.registry is not None:
+            name = f"{self.registry.name}/{self.registry.version}"
+        if "/" in name and Path(name).is_absolute():
+            name = Path(name).name  # a local path is not for clients
         return ReadyInfo(
             status="ready",
             student=StudentInfo(
                 name=name,
-                path=str(self.settings.student_dir),
+                source="registry" if self.registry is not None else "dvc",
+                registry=self.registry,
                 max_seq_length=int(self.student.max_seq_length or 0),
                 embedding_dim=int(self.faiss.d),
                 query_prefix=self.query_prefix,
@@ -197,19 +306,83 @@ class Engine:
             index=index_meta,
             git_commit=_opt_str(self.meta.get("git_commit")),
             dvc_experiment=_opt_str(self.meta.get("dvc_experiment")),
-            limits=Limits(
-                max_query_chars=svc.max_query_chars,
-                max_k=svc.max_k,
-                max_rerank_depth=svc.max_rerank_depth,
-                max_batch=svc.max_batch,
-                max_body_bytes=svc.max_body_bytes,
-            ),
-            meta=self.meta,
+            auth=svc.auth,
+            limits=limits(svc),
         )
+
+    def ready_for(self, cfg: ServiceConfig) -> ReadyInfo:
+        """/ready as served by an app whose `service.*` may differ from the engine's (auth, limits)."""
+        return msgspec.structs.replace(self.ready_info, auth=cfg.auth, limits=limits(cfg))
+
+
+def limits(svc: ServiceConfig) -> Limits:
+    return Limits(
+        max_query_chars=svc.max_query_chars,
+        max_k=svc.max_k,
+        max_rerank_depth=svc.max_rerank_depth,
+        max_batch=svc.max_batch,
+        max_body_bytes=svc.max_body_bytes,
+        max_rerank_pairs=svc.max_rerank_pairs,
+        max_scored_pairs=svc.max_scored_pairs,
+        max_concurrent_reranks=svc.max_concurrent_reranks,
+        max_encode_texts=svc.max_encode_texts,
+        max_encode_chars=svc.max_encode_chars,
+        rate_limit_per_minute=svc.rate_limit_per_minute,
+    )
+
+
+def _align(tc: TeacherCorpus, index_docids: list[str], where: Path) -> np.ndarray:
+    """The teacher's rows in index-row order; a corpus mismatch is an ArtifactError naming the fix."""
+    pos = tc.positions
+    missing = [d for d in index_docids if d not in pos]
+    if missing:
+        raise ArtifactError(
+            f"{where}/docids.json lacks {len(missing)} of the index's passages (e.g. {missing[0]!r}; built from "
+            f"another corpus?): {TEACHER_CORPUS_FIX}"
+        )
+    return np.ascontiguousarray(tc.emb[[pos[d] for d in index_docids]], dtype=np.float32)
 
 
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def load_teacher_corpus(settings: Settings) -> TeacherCorpus | None:
+    """The bi-encoder teacher's passage embeddings, or None (pair scoring) when absent or a cross-encoder's."""
+    from kd import teacher_corpus
+
+    where = settings.teacher_corpus_path
+    if settings.params.teacher.kind != "bi_encoder":
+        return None
+    if not (where / teacher_corpus.META).is_file():
+        log.warning("no teacher passage embeddings in %s: reranking scores pairs (slow); %s", where, TEACHER_CORPUS_FIX)
+        return None
+    try:
+        meta = json.loads((where / teacher_corpus.META).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{where / teacher_corpus.META} is unreadable ({exc}): {TEACHER_CORPUS_FIX}") from exc
+    if meta.get("kind", "bi_encoder") != "bi_encoder" or not meta.get("count"):
+        return None
+    if meta.get("model") != settings.params.teacher.model:
+        raise ArtifactError(
+            f"{where / teacher_corpus.META} was made by teacher {meta.get('model')!r} but teacher.model is "
+            f"{settings.params.teacher.model!r}: {TEACHER_CORPUS_FIX}"
+        )
+    try:
+        return teacher_corpus.load(where)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{where} is unreadable ({exc}): {TEACHER_CORPUS_FIX}") from exc
+
+
+def resolve_student(settings: Settings) -> tuple[Path, RegistryInfo | None]:
+    """The student folder: the DVC one, or a registry version downloaded into the cache."""
+    uri = settings.registry_uri
+    if not uri:
+        return settings.student_dir, None
+    from kd.paths import cache_dir, mlflow_uri
+    from service.registry import fetch
+
+    return fetch(uri, cache_dir() / "registry", mlflow_uri())
 
 
 def load_engine(settings: Settings) -> Engine:
@@ -218,13 +391,13 @@ def load_engine(settings: Settings) -> Engine:
     from kd.backends import configure_threads, load_student
     from kd.models import load_teacher
 
-    validate_artifacts(settings.student_dir, settings.index_dir)
+    check_service_config(settings.service)
+    student_dir, registry = resolve_student(settings)
+    validate_artifacts(student_dir, settings.index_dir)
     configure_threads(settings.params.service.threads)
     index = kd_index.load(settings.index_dir)
     try:
-        student = load_student(
-            settings.student_dir, settings.params.student.backend, settings.params.student.max_seq_length
-        )
+        student = load_student(student_dir, settings.params.student.backend, settings.params.student.max_seq_length)
     except ModelLoadError as exc:
         raise ArtifactError(f"{exc}: {TRAIN_FIX}") from exc
     get_dim = getattr(student, "get_embedding_dimension", None) or student.get_sentence_embedding_dimension
@@ -232,9 +405,10 @@ def load_engine(settings: Settings) -> Engine:
     if dim is not None and dim != index.index.d:
         raise ArtifactError(
             f"{settings.index_dir / 'faiss.index'} holds {index.index.d}-d vectors but the student in "
-            f"{settings.student_dir} makes {dim}-d ones (index built from another student): {INDEX_FIX}"
+            f"{student_dir} makes {dim}-d ones (index built from another student): {INDEX_FIX}"
         )
     teacher = None
+    corpus = None
     if settings.rerank_enabled:
         try:
             teacher = load_teacher(settings.params.teacher)
@@ -242,4 +416,5 @@ def load_engine(settings: Settings) -> Engine:
             raise ModelLoadError(
                 f"teacher for reranking: {exc} (or start without it: --no-rerank / service.rerank=false)"
             ) from exc
-    return Engine(settings, student, index, teacher)
+        corpus = load_teacher_corpus(settings)
+    return Engine(settings, student, index, teacher, corpus, registry)

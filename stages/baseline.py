@@ -1,33 +1,37 @@
 """Stage `baseline`: the untrained student over the corpus -> dense runs (evaluation + optional mining).
 
-Its own stage so a loss-weight change never re-encodes the corpus with the untrained model.
+Its own stage so a loss-weight change never re-encodes the corpus with the untrained model. The corpus
+encode runs where `compute` says (`kd.compute`), in shards kept under `.cache/encode/baseline/`.
 """
 
 from pathlib import Path
 
-from kd import index
+from kd import compute, index
 from kd.atomic import atomic_dir
 from kd.backends import load_student
 from kd.cli import run_stage
 from kd.config import Params
-from kd.data.io import read_dataset
+from kd.data.io import SPLITS, passage_text, read_dataset
 from kd.metrics import write_trec
 from kd.models import encode
+from kd.paths import cache_dir
 
 OUT = Path("artifacts/baseline")
 
 
 def main(p: Params) -> None:
+    compute.check(p.compute)
     ds = read_dataset(Path("data"))
-    corpus_model = load_student(p.student.model, p.student.corpus_backend, p.student.max_seq_length)
-    docids, emb = index.embed_corpus(
-        corpus_model, ds.corpus, p.student.passage_prefix, p.student.batch_size, p.student.dtype
-    )
-    same = p.student.backend == p.student.corpus_backend
-    model = corpus_model if same else load_student(p.student.model, p.student.backend, p.student.max_seq_length)
-    idx = index.build(emb, p.index)
+    docids = sorted(ds.corpus)
+    texts = [passage_text(ds.corpus[d]) for d in docids]
+    spec = compute.ModelSpec.student(p.student)
+    chunk_dir = cache_dir() / "encode" / "baseline" / compute.fingerprint(texts, spec)
+    compute.prune_siblings(chunk_dir)
+    emb = compute.encode_texts(texts, spec, p.compute, chunk_dir)
+    model = load_student(p.student.model, p.student.backend, p.student.max_seq_length)  # queries: few, local
+    idx = index.build(emb, p.index, p.seed)
     with atomic_dir(OUT) as tmp:
-        for split in ("train", "test"):
+        for split in SPLITS:
             qids = list(ds.queries[split])
             q_emb = encode(model, [ds.queries[split][q] for q in qids], p.student.query_prefix, p.student.batch_size)
             run = index.to_run(qids, index.search(idx, q_emb, docids, p.eval.depth))

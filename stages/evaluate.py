@@ -112,7 +112,7 @@ def main(p: Params) -> None:
     md += "KD student test nDCG@10 by query-encoder backend (corpus encoded with "
     md += f"{corpus_encoder(p)}): " + ", ".join(f"{b} {v:.4f}" for b, v in by_backend.items()) + "\n"
     write_text(EVAL / "table.md", md)
-    with tracking.run("evaluate", p) as tr:
+    with tracking.run("evaluate", p, run_id_file=tracking.RUN_ID_FILE, resume=True) as tr:
         for split in SPLITS:
             for name, values in tables[split].items():
                 tr.metrics(values, prefix=f"{split}.{name}.")

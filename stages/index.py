@@ -1,15 +1,20 @@
-"""Stage `index`: the distilled student encodes the corpus into a FAISS index + id map + passages."""
+"""Stage `index`: the distilled student encodes the corpus into a FAISS index + id map + passages.
+
+The corpus encode runs where `compute` says (`kd.compute`: here, or on Ray actors) in shards kept
+under `.cache/encode/index/`, so a killed stage resumes from its finished shards.
+"""
 
 import dataclasses
 import logging
 from pathlib import Path
 
-from kd import index, tracking
-from kd.backends import corpus_encoder, load_student
+from kd import compute, index, tracking
+from kd.backends import corpus_encoder
 from kd.cli import run_stage
 from kd.config import Params
-from kd.data.io import read_dataset
+from kd.data.io import passage_text, read_dataset
 from kd.errors import ArtifactError
+from kd.paths import cache_dir
 
 STUDENT = Path("artifacts/student")
 OUT = Path("artifacts/index")
@@ -18,26 +23,31 @@ OUT = Path("artifacts/index")
 def main(p: Params) -> None:
     if not (STUDENT / "modules.json").exists():
         raise ArtifactError(f"{STUDENT} holds no trained student: run `dvc repro train` first")
+    compute.check(p.compute)
     ds = read_dataset(Path("data"))
-    model = load_student(STUDENT, p.student.corpus_backend, p.student.max_seq_length)
-    docids, emb = index.embed_corpus(
-        model, ds.corpus, p.student.passage_prefix, p.student.batch_size, p.student.dtype
-    )
-    idx = index.build(emb, p.index)
+    docids = sorted(ds.corpus)  # row order is stable
+    texts = [passage_text(ds.corpus[d]) for d in docids]
+    spec = compute.ModelSpec.student(p.student, STUDENT)
+    chunk_dir = cache_dir() / "encode" / "index" / compute.fingerprint(texts, spec)
+    compute.prune_siblings(chunk_dir)
+    emb = compute.encode_texts(texts, spec, p.compute, chunk_dir)
+    idx = index.build(emb, p.index, p.seed)
     meta = {
         "student": p.student.model,
         "student_dir": str(STUDENT),
         "student_backend": p.student.backend,  # the query encoder the service uses
         "corpus_encoder": corpus_encoder(p),
+        "compute": p.compute.backend,
         "teacher": p.teacher.model,
         "index": dataclasses.asdict(p.index),
         "corpus_size": len(docids),
         "dim": int(emb.shape[1]),
+        "bytes_per_vector": round(index.bytes_per_vector(idx), 1),
         "data": ds.meta.get("source", ""),
         **tracking.provenance(),
     }
     index.save(OUT, idx, docids, ds.corpus, meta)
-    logging.info("indexed %d passages (%s)", len(docids), p.index.type)
+    logging.info("indexed %d passages (%s, %.0f bytes/vector)", len(docids), p.index.type, meta["bytes_per_vector"])
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def main(p: Params) -> None:
             dev_docs |= set(sorted(docs, key=lambda d: -docs[d])[: p.train.val_depth])
     evaluator = dev_evaluator(ds.queries["dev"], ds.qrels["dev"], {d: doc_text[d] for d in sorted(dev_docs)}, p.student)
     model = load_bi_encoder(p.student.model, p.train.max_seq_length)
-    with tracking.run("train", p) as tr, tempfile.TemporaryDirectory(dir=cache_dir()) as work:
+    with tracking.run("train", p, run_id_file=tracking.RUN_ID_FILE) as tr, tempfile.TemporaryDirectory(dir=cache_dir()) as work:
         tr.metric("train_groups", len(rows["query"]))
         bf16 = use_bf16(p.train.dtype)
         logging.info("training on %d groups in %s (train.dtype=%s)", len(rows["query"]),
@@ -72,6 +72,7 @@ def main(p: Params) -> None:
         with atomic_dir(STUDENT) as tmp:
             model.save(str(tmp), create_model_card=False)  # the card holds a timestamp: same weights, same hash
         curves.write(CURVES)
+        tracking.register_student(STUDENT, model=model)
         trained = curves.epochs[1:] or curves.epochs  # row 0 is the untrained model, which is never saved
         best = max(trained, key=lambda r: r["dev_ndcg@10"])  # the epoch the trainer kept
         summary = {

@@ -57,6 +57,8 @@ def copy_repo(dest: Path) -> Path:
         if (ROOT / ".dvc" / name).exists():
             (dest / ".dvc").mkdir(exist_ok=True)
             shutil.copy2(ROOT / ".dvc" / name, dest / ".dvc" / name)
+    if (ROOT / ".dvc" / "plots").is_dir():  # custom plot templates named in dvc.yaml
+        shutil.copytree(ROOT / ".dvc" / "plots", dest / ".dvc" / "plots")
     sh(["git", "init", "-q", "-b", "main"], dest)
     sh(["git", "add", "-A"], dest)
     sh(["git", "commit", "-qm", "copy for tests"], dest)

@@ -15,8 +15,8 @@ from kd.metrics import evaluate
 
 @pytest.fixture(scope="module")
 def faq_slice(faq_full):
-    """All judged test passages plus 300 others, and the FAQ queries with their qrels."""
-    judged = {d for docs in faq_full.qrels["test"].values() for d in docs}
+    """All judged held-out passages plus 300 others, and the FAQ test queries with their qrels."""
+    judged = {d for split in ("dev", "test") for docs in faq_full.qrels[split].values() for d in docs}
     others = sorted(set(faq_full.corpus) - judged)
     keep = judged | set(random.Random(0).sample(others, 300))
     corpus = {d: faq_full.corpus[d] for d in sorted(keep)}

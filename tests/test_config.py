@@ -21,6 +21,8 @@ def test_params_yaml_is_the_composition_of_conf():
     assert {k: flat[k] for k in raw} == raw
     assert "student.kind" in set(flat) - set(raw)
     role_specific = {"student.kind", "student.chunk_groups", "teacher.backend", "teacher.corpus_backend"}
+    role_specific |= {f"student.{k}" for k in ("corpus_chunk", "score_norm", "score_scale", "smoke_model")}
+    role_specific |= {f"index.{k}" for k in ("nlist", "m", "nbits", "nprobe", "train_size", "add_batch")}  # ivfpq only
     assert set(flat) - set(raw) <= role_specific
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
@@ -133,3 +134,85 @@ def test_k_above_index_size_and_no_queries():
     hits = kdindex.search(index, emb, ["a", "b", "c"], k=10)
     assert [h[0][0] for h in hits] == ["a", "b", "c"] and all(len(h) == 3 for h in hits)
     assert kdindex.search(index, emb[:0], ["a", "b", "c"], k=10) == []
+
+
+# --- IVF-PQ (index=ivfpq) ---------------------------------------------------------------------------------
+IVFPQ = IndexConfig(type="ivfpq", nlist=16, m=16, nbits=8, nprobe=16, train_size=1500, add_batch=300)
+
+
+def clustered(rows: int, seed: int, centers: int = 40) -> np.ndarray:
+    """Unit vectors around a few centres: the structure real embeddings have and PQ relies on."""
+    rng = np.random.default_rng(seed)
+    c = np.random.default_rng(99).standard_normal((centers, DIM)).astype(np.float32)
+    x = c[rng.integers(0, centers, rows)] + 0.3 * rng.standard_normal((rows, DIM)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _recall(approx, exact) -> float:
+    found = sum(len({d for d, _ in a} & {d for d, _ in e}) for a, e in zip(approx, exact, strict=True))
+    return found / sum(len(e) for e in exact)
+
+
+def test_ivfpq_recall_against_flat():
+    emb, queries = clustered(N, 0), clustered(50, 1)
+    docids = [f"doc{i}" for i in range(N)]
+    exact = kdindex.search(kdindex.build(emb, FLAT), queries, docids, K)
+    index = kdindex.build(emb, IVFPQ)
+    assert isinstance(index, faiss.IndexIVFPQ) and index.ntotal == N and index.nprobe == 16
+    assert _recall(kdindex.search(index, queries, docids, K), exact) >= 0.6
+    narrow = kdindex.build(emb, dataclasses.replace(IVFPQ, nprobe=1))  # fewer lists probed: recall drops, still works
+    assert (
+        0
+        < _recall(kdindex.search(narrow, queries, docids, K), exact)
+        <= _recall(kdindex.search(index, queries, docids, K), exact)
+    )
+    assert kdindex.bytes_per_vector(index) < DIM * 4  # 16 code bytes + 8 id bytes vs 128 float32 bytes
+
+
+def test_ivfpq_is_deterministic_and_batching_does_not_matter():
+    emb, queries = clustered(N, 0), clustered(20, 1)
+    docids = [f"doc{i}" for i in range(N)]
+    first = kdindex.search(kdindex.build(emb, IVFPQ), queries, docids, K)
+    assert first == kdindex.search(kdindex.build(emb, IVFPQ), queries, docids, K)
+    one_batch = dataclasses.replace(IVFPQ, add_batch=10**6)
+    assert first == kdindex.search(kdindex.build(emb, one_batch), queries, docids, K)
+
+
+def test_ivfpq_from_memmap(tmp_path):
+    emb = clustered(N, 0)
+    np.save(tmp_path / "emb.npy", emb)
+    mapped = np.load(tmp_path / "emb.npy", mmap_mode="r")
+    docids = [f"doc{i}" for i in range(N)]
+    q = clustered(5, 1)
+    assert kdindex.search(kdindex.build(mapped, IVFPQ), q, docids, K) == kdindex.search(
+        kdindex.build(emb, IVFPQ), q, docids, K
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        ({"nlist": N + 1}, rf"index.nlist={N + 1} is more centroids than the {N} passages"),
+        ({"m": 7}, r"index.m=7 must divide the embedding dim 32"),
+        ({"nbits": 20}, r"index.nbits=20 must be between 1 and 16"),
+        ({"nprobe": 17}, r"index.nprobe=17 exceeds index.nlist=16"),
+        ({"train_size": 100}, r"index.train_size=100 .* lower index.nlist / index.nbits or raise index.train_size"),
+        ({"nlist": 0}, r"index.nlist=0 must be >= 1"),
+    ],
+)
+def test_ivfpq_bad_params(change, pattern):
+    with pytest.raises(ConfigError, match=pattern) as info:
+        kdindex.build(clustered(N, 0), dataclasses.replace(IVFPQ, **change))
+    assert "conf/index/ivfpq.yaml" in str(info.value)
+
+
+def test_ivfpq_save_load_round_trip(tmp_path, data):
+    _, _, docids, corpus = data
+    emb, queries = clustered(N, 0), clustered(20, 1)
+    built = kdindex.build(emb, IVFPQ)
+    meta = {"index": {"type": "ivfpq", "nprobe": 4}}
+    kdindex.save(tmp_path / "index", built, docids, corpus, meta)
+    loaded = kdindex.load(tmp_path / "index")
+    assert isinstance(loaded.index, faiss.IndexIVFPQ) and loaded.index.nprobe == 4  # meta's nprobe wins
+    built.nprobe = 4
+    assert kdindex.search(loaded.index, queries, docids, K) == kdindex.search(built, queries, docids, K)

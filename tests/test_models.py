@@ -7,7 +7,17 @@ import pytest
 
 from kd.config import ModelConfig
 from kd.errors import ModelLoadError
-from kd.models import BiEncoderTeacher, encode, load_bi_encoder, load_teacher, minilm_path
+from kd.models import (
+    BiEncoderTeacher,
+    CrossEncoderTeacher,
+    encode,
+    load_bi_encoder,
+    load_teacher,
+    minilm_path,
+    tiny_cross_encoder_pairs,
+    tiny_cross_encoder_path,
+    untrained_head,
+)
 
 QUERY = "How do I copy a file in Python?"
 PARAPHRASE = "What is the way to duplicate a file using Python?"
@@ -48,19 +58,75 @@ def test_bi_encoder_teacher_scores(minilm):
     assert bf16.score([QUERY, QUERY], [PARAPHRASE, UNRELATED]) == pytest.approx(scores[:2], abs=5e-3)
 
 
-def test_cross_encoder_teacher(tmp_path):
-    import torch
-    from sentence_transformers import CrossEncoder
+@pytest.fixture(scope="module")
+def tiny_ce() -> str:
+    """The packaged cross-encoder stand-in (built once into .cache/models/, seconds)."""
+    return str(tiny_cross_encoder_path())
 
-    torch.manual_seed(0)  # the classification head is freshly initialised
-    CrossEncoder(str(minilm_path()), num_labels=1).save(str(tmp_path))
-    cfg = ModelConfig(name="tiny_ce", kind="cross_encoder", model=str(tmp_path), max_seq_length=64, batch_size=2)
+
+def _raw_logits(model, pairs: list[tuple[str, str]]) -> np.ndarray:
+    """The Hugging Face model's own logits, bypassing sentence-transformers' predict()."""
+    import torch
+
+    from kd.models import cross_encoder_module
+
+    module = cross_encoder_module(model)
+    enc = module.tokenizer([q for q, _ in pairs], [p for _, p in pairs], padding=True, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        return module.auto_model(**enc).logits.float().numpy()
+
+
+def test_cross_encoder_teacher_scores_raw_logits(tiny_ce):
+    """Bug: CrossEncoder.predict applied a sigmoid, so the student learnt probabilities."""
+    cfg = ModelConfig(name="tiny", kind="cross_encoder", model=tiny_ce, max_seq_length=64, batch_size=2, dtype="float32")
     teacher = load_teacher(cfg)
+    assert isinstance(teacher, CrossEncoderTeacher)
     scores = teacher.score([QUERY] * 3, [PARAPHRASE, UNRELATED, PARAPHRASE])
     assert scores.shape == (3,) and scores.dtype == np.float32
-    assert np.isfinite(scores).all()
     assert scores[0] == pytest.approx(scores[2], abs=1e-5)
     assert teacher.model.max_seq_length == 64
+    logits = _raw_logits(teacher.model, [(QUERY, PARAPHRASE), (QUERY, UNRELATED)])[:, 0]
+    assert scores[:2] == pytest.approx(logits, abs=1e-4)
+    assert not np.allclose(scores[:2], 1 / (1 + np.exp(-logits)), atol=1e-3)  # not squashed
+    assert scores[0] > scores[1]  # a trained head: the related passage ranks first
+
+
+def test_tiny_cross_encoder_ranks_by_overlap(tiny_ce):
+    teacher = load_teacher(ModelConfig(kind="cross_encoder", model="tiny_cross_encoder", max_seq_length=64))
+    pairs, labels = tiny_cross_encoder_pairs(16, seed=99)  # unseen pairs from the same recipe
+    s = teacher.score([q for q, _ in pairs], [d for _, d in pairs]).reshape(-1, 2)
+    assert (s[:, 0] > s[:, 1]).mean() >= 0.75, s
+    assert untrained_head(teacher.model, tiny_ce) == []
+
+
+def test_two_label_head_scores_relevant_minus_not(tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    CrossEncoder(str(minilm_path()), num_labels=2).save(str(tmp_path))  # saved head: not "newly initialised"
+    teacher = load_teacher(ModelConfig(kind="cross_encoder", model=str(tmp_path), max_seq_length=64, dtype="float32"))
+    logits = _raw_logits(teacher.model, [(QUERY, PARAPHRASE), (QUERY, UNRELATED)])
+    assert teacher.score([QUERY] * 2, [PARAPHRASE, UNRELATED]) == pytest.approx(logits[:, 1] - logits[:, 0], abs=1e-4)
+
+
+def test_embedding_model_as_cross_encoder_is_refused():
+    """Bug: `+experiment=smoke -S teacher=bge_reranker_large` loaded MiniLM (a bi-encoder) as a
+    CrossEncoder with a freshly initialised head and distilled its random scores."""
+    with pytest.raises(ModelLoadError) as info:
+        load_teacher(ModelConfig(kind="cross_encoder", model="minilm"))
+    message = str(info.value)
+    assert "teacher.model='minilm'" in message and "classifier.weight" in message
+    assert "teacher.kind=bi_encoder" in message and "reranker checkpoint" in message
+
+
+def test_smoke_keeps_the_chosen_teacher_kind():
+    """`+experiment=smoke` swaps in each teacher's own tiny stand-in, of the same kind."""
+    from kd.compose import compose
+
+    for teacher, kind, model in (("mpnet", "bi_encoder", "minilm"), ("bge_reranker_large", "cross_encoder", "tiny_cross_encoder")):
+        got = compose(["+experiment=smoke", f"teacher={teacher}"])["teacher"]
+        assert (got["kind"], got["model"]) == (kind, model), teacher
+    full = compose(["teacher=bge_reranker_large"])["teacher"]
+    assert full["model"] == "BAAI/bge-reranker-large" and full["score_norm"] == "standardize"
 
 
 def test_e5_prefixes_applied(minilm):

@@ -12,7 +12,7 @@ from kd.data.io import read_dataset
 from kd.metrics import read_trec
 from tests.pipeline_fixtures import sh
 
-SYSTEMS = ("bm25", "untrained", "kd")
+SYSTEMS = ("bm25", "untrained", "kd", "teacher")
 
 
 def declared_outputs(repo: Path) -> list[Path]:
@@ -45,51 +45,56 @@ def test_hydra_composed_the_smoke_params(smoke_repo: Path) -> None:
 
 def test_metrics_table(smoke_repo: Path) -> None:
     metrics = json.loads((smoke_repo / "metrics.json").read_text())
-    table = metrics["test"]
-    rerank = [name for name in table if name.startswith("kd+rerank@")]
-    assert set(SYSTEMS) <= set(table) and len(rerank) == 1
-    for values in table.values():
-        assert set(values) == {"nDCG@10", "MRR@10", "Recall@100"}
-        assert all(0.0 <= v <= 1.0 for v in values.values())
-    assert table["untrained"]["nDCG@10"] > table["bm25"]["nDCG@10"] - 0.2  # a sane dense baseline
-    assert 0.0 <= metrics["kd_vs_untrained_ndcg@10"]["t_pvalue"] <= 1.0
+    ds = read_dataset(smoke_repo / "data")
+    for split in ("dev", "test"):
+        table = metrics[split]["table"]
+        rerank = [name for name in table if name.startswith("kd+rerank@")]
+        assert set(SYSTEMS) <= set(table) and len(rerank) == 1
+        for values in table.values():
+            assert set(values) == {"nDCG@10", "MRR@10", "Recall@100"}
+            assert all(0.0 <= v <= 1.0 for v in values.values())
+        assert table["untrained"]["nDCG@10"] > table["bm25"]["nDCG@10"] - 0.2  # a sane dense baseline
+        assert 0.0 <= metrics[split]["kd_vs_untrained_ndcg@10"]["t_pvalue"] <= 1.0
+        kd, teacher = table["kd"]["nDCG@10"], table["teacher"]["nDCG@10"]
+        assert metrics[split]["student_over_teacher"] == pytest.approx(kd / teacher)
+        assert metrics["queries"][split] == len(ds.queries[split])
     shown = sh(["dvc", "metrics", "show", "--json"], smoke_repo).stdout
-    assert "nDCG@10" in shown and "kd_vs_untrained" in shown
+    assert "gap_closed" in shown and "student_over_teacher" in shown and "kd_vs_untrained" in shown
 
 
 def test_runs_are_trec_files_cut_consistently(smoke_repo: Path) -> None:
-    runs = sorted((smoke_repo / "artifacts/runs").glob("*.trec"))
-    assert {p.stem for p in runs} >= set(SYSTEMS)
-    first = (smoke_repo / "artifacts/runs/kd.trec").read_text().splitlines()[0].split()
+    for split in ("dev", "test"):
+        runs = sorted((smoke_repo / "artifacts/runs" / split).glob("*.trec"))
+        assert {p.stem for p in runs} >= set(SYSTEMS)
+    first = (smoke_repo / "artifacts/runs/test/kd.trec").read_text().splitlines()[0].split()
     assert first[1] == "Q0" and first[3] == "1" and first[5] == "kd"
-    kd_run = read_trec(smoke_repo / "artifacts/runs/kd.trec")
+    kd_run = read_trec(smoke_repo / "artifacts/runs/test/kd.trec")
     assert all(len(docs) <= 100 for docs in kd_run.values())
 
 
 def test_training_curves_and_plots(smoke_repo: Path) -> None:
     loss = pd.read_csv(smoke_repo / "artifacts/train/loss.csv")
     assert {"step", "total", "margin_mse", "listwise_kl", "in_batch"} <= set(loss.columns)
-    val = pd.read_csv(smoke_repo / "artifacts/train/val.csv")
-    assert val["epoch"].tolist()[0] == 0 and len(val) >= 2  # untrained + each epoch
+    dev = pd.read_csv(smoke_repo / "artifacts/train/dev.csv")
+    assert dev["epoch"].tolist()[0] == 0 and len(dev) >= 2  # untrained + each epoch
     html = smoke_repo / "plots.html"
     sh(["dvc", "plots", "show", "-o", str(html.parent / "dvc_plots")], smoke_repo)
     assert (html.parent / "dvc_plots" / "index.html").exists()
 
 
-def test_mlflow_has_train_and_evaluate_runs(smoke_repo: Path) -> None:
+def test_mlflow_has_one_run_with_train_and_evaluate(smoke_repo: Path) -> None:
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{smoke_repo / 'mlflow.db'}")
     exp = client.get_experiment_by_name("kd-search")
     runs = client.search_runs([exp.experiment_id])
-    stages = {r.data.tags["stage"]: r for r in runs}
-    assert {"train", "evaluate"} <= set(stages)
-    train, evaluate = stages["train"], stages["evaluate"]
-    assert train.data.params["loss.margin_mse"] == "0.6"
-    assert "val_ndcg_at_10" in train.data.metrics and "loss_total" in train.data.metrics
-    assert "kd.nDCG_at_10" in evaluate.data.metrics
-    assert train.data.tags["dvc_experiment"]  # `dvc exp run` names the experiment
-    history = client.get_metric_history(train.info.run_id, "val_ndcg_at_10")
+    (run,) = [r for r in runs if "train" in r.data.tags.get("stages", "")]
+    assert run.data.tags["stages"] == "train,evaluate"  # evaluate logged into train's run: one row
+    assert run.data.params["loss.margin_mse"] == "0.6"
+    assert "dev_pool_ndcg_at_10" in run.data.metrics and "loss_total" in run.data.metrics
+    assert "test.kd.nDCG_at_10" in run.data.metrics and "dev.gap_closed" in run.data.metrics
+    assert run.data.tags["dvc_experiment"]  # `dvc exp run` names the experiment
+    history = client.get_metric_history(run.info.run_id, "dev_pool_ndcg_at_10")
     assert len(history) >= 2
 
 

@@ -32,7 +32,7 @@ import yaml
 from kd.atomic import atomic_dir, atomic_path
 from kd.backends import use_bf16
 from kd.teacher import score_groups
-from tests.pipeline_fixtures import ROOT, SMOKE, copy_repo, env, sh  # smoke_repo, smoke_cache: via conftest
+from tests.pipeline_fixtures import ROOT, SMOKE, copy_repo, env, sh, shared_cache  # smoke_repo etc.: conftest
 
 TOL = 1e-6
 BF16_TOL = 3e-3  # bfloat16 keeps ~3 significant digits
@@ -158,14 +158,15 @@ def test_score_groups_resume_with_another_chunk_size(tmp_path: Path) -> None:
 
     chunks = tmp_path / "chunks"
     score_groups(groups, queries, docs, _LengthTeacher(), chunks, "fp", chunk_size=2)
-    (chunks / "fp" / "part-00002.parquet").unlink()  # as if killed before the last chunk
+    (folder,) = chunks.iterdir()  # one folder per inputs (texts + teacher)
+    (folder / "part-2-00002.parquet").unlink()  # as if killed before the last chunk
     resumed = score_groups(groups, queries, docs, _LengthTeacher(), chunks, "fp", chunk_size=3)
     assert resumed["qid"].tolist() == expected["qid"].tolist()
     assert [list(d) for d in resumed["doc_ids"]] == [list(d) for d in expected["doc_ids"]]
     assert np.allclose(np.stack(resumed["scores"]), np.stack(expected["scores"]))
 
     # same chunk size: the kept chunks are reused, only the missing one is computed
-    (chunks / "fp" / "part-00001.parquet").unlink()
+    (folder / "part-3-00001.parquet").unlink()
     teacher = _LengthTeacher()
     again = score_groups(groups, queries, docs, teacher, chunks, "fp", chunk_size=3)
     assert teacher.calls == 1
@@ -261,26 +262,26 @@ def test_bytecode_caches_do_not_invalidate_code_deps(smoke_repo: Path, smoke_cac
 
 # ------------------------------------------------------------------ teacher: kill and resume
 
-# Each teacher call sleeps first, so a chunk takes >= 1.5 s and the kill lands between chunks
-# 2 and 3 whatever the machine's speed; everything else is the stage as `dvc repro` runs it.
+# Each chunk sleeps first, so a chunk takes >= 1.5 s and the kill lands between chunks 2 and 3
+# whatever the machine's speed; everything else is the stage as `dvc repro` runs it.
 SLOW_TEACHER = """
 import runpy, time
 import kd.teacher
-_score = kd.teacher.CachedTeacher.score
-def slow(self, *args, **kwargs):
+_score = kd.teacher.score_chunk
+def slow(*args, **kwargs):
     time.sleep(1.5)
-    return _score(self, *args, **kwargs)
-kd.teacher.CachedTeacher.score = slow
+    return _score(*args, **kwargs)
+kd.teacher.score_chunk = slow
 runpy.run_module("stages.teacher", run_name="__main__", alter_sys=True)
 """
 
 
 def _stage_workdir(repo: Path, dest: Path) -> Path:
-    """What `python -m stages.teacher` reads and writes: code, params, data, negatives, its old output."""
-    for name in ("kd", "stages", "data"):
+    """What `python -m stages.teacher` reads and writes: code, params, data, negatives, the teacher's
+    passage matrix, its old output."""
+    for name in ("kd", "stages", "data", "artifacts/teacher_corpus"):
         shutil.copytree(repo / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy2(repo / "params.yaml", dest / "params.yaml")
-    (dest / "artifacts").mkdir()
     for name in ("negatives.parquet", "teacher_scores.parquet"):
         shutil.copy2(repo / "artifacts" / name, dest / "artifacts" / name)
     return dest
@@ -327,7 +328,9 @@ def test_killed_teacher_resumes_from_its_chunks(smoke_repo: Path, tmp_path: Path
         assert len(pd.read_parquet(p)) == chunk_groups
     # the old output is untouched, and nothing that looks like a finished output appeared
     assert out.read_bytes() == old_bytes and out.stat().st_mtime_ns == old_mtime
-    assert sorted(p.name for p in (work / "artifacts").iterdir()) == ["negatives.parquet", "teacher_scores.parquet"]
+    assert sorted(p.name for p in (work / "artifacts").iterdir()) == [
+        "negatives.parquet", "teacher_corpus", "teacher_scores.parquet"
+    ]  # fmt: skip
 
     sh([sys.executable, "-m", "stages.teacher"], work, cache)
     done = parts()
@@ -368,7 +371,8 @@ def _service_answers(repo: Path, queries: list[str]) -> dict[str, Any]:
             answers[name] = [[(h["doc_id"], h["score"]) for h in item["results"]] for item in resp.json()["results"]]
         ready = client.get("/ready").json()
         answers["corpus_size"] = ready["corpus_size"]
-        answers["meta"] = ready["meta"]
+        answers["index"] = ready["index"]
+            answers["student"] = ready["student"]
     return answers
 
 
@@ -402,7 +406,8 @@ def test_push_clone_pull_same_answers(smoke_repo: Path, smoke_cache: Path, tmp_p
     test_queries = read_dataset(smoke_repo / "data").queries["test"]
     queries = [test_queries[q] for q in sorted(test_queries)[:3]] + ["How do I read a file line by line?"]
     original, pulled = _service_answers(smoke_repo, queries), _service_answers(clone, queries)
-    assert pulled["corpus_size"] == original["corpus_size"] and pulled["meta"] == original["meta"]
+    assert pulled["corpus_size"] == original["corpus_size"] and pulled["index"] == original["index"]
+    assert pulled["student"] == original["student"]
     for mode in ("student", "rerank"):
         for got, want in zip(pulled[mode], original[mode], strict=True):
             assert [d for d, _ in got] == [d for d, _ in want], mode
@@ -458,18 +463,22 @@ def _trec(path: Path) -> list[tuple[str, str, int, float]]:
 
 def test_same_config_and_seed_give_same_numbers(smoke_repo: Path, smoke_cache: Path, tmp_path: Path) -> None:
     """A second `dvc exp run -S +experiment=smoke` from the same commit, in a clone with its own DVC
-    cache (no run-cache hits), sharing KD_CACHE_DIR (teacher vectors and chunks are reused)."""
+    cache (no run-cache hits) and its own, empty KD_CACHE_DIR: every teacher vector, teacher chunk
+    and ONNX export is computed again rather than replayed from the first run's cache."""
     again = tmp_path / "again"
     sh(["git", "clone", "-q", str(smoke_repo), str(again)], tmp_path)  # the code the smoke run used
-    sh(["dvc", "exp", "run", *SMOKE], again, smoke_cache)
+    cold = shared_cache(tmp_path)  # only the Debian doc package, so nothing is downloaded again
+    assert sorted(p.name for p in cold.iterdir()) in ([], ["debian"])
+    sh(["dvc", "exp", "run", *SMOKE], again, cold)
+    assert list(cold.glob("teacher_chunks/*/part-*.parquet")), "the teacher stage did not score into the cold cache"
 
     for rel in ("metrics.json", "artifacts/train/metrics.json"):
         _assert_json_close(smoke_repo / rel, again / rel)
-    for rel in ("artifacts/train/loss.csv", "artifacts/train/val.csv", "artifacts/eval/table.csv"):
+    for rel in ("artifacts/train/loss.csv", "artifacts/train/dev.csv", "artifacts/eval/table.csv"):
         _assert_csv_close(smoke_repo / rel, again / rel)
 
-    runs = sorted(p.name for p in (smoke_repo / "artifacts" / "runs").glob("*.trec"))
-    assert runs and runs == sorted(p.name for p in (again / "artifacts" / "runs").glob("*.trec"))
+    runs = sorted(str(p.relative_to(smoke_repo / "artifacts" / "runs")) for p in (smoke_repo / "artifacts" / "runs").glob("*/*.trec"))
+    assert runs and runs == sorted(str(p.relative_to(again / "artifacts" / "runs")) for p in (again / "artifacts" / "runs").glob("*/*.trec"))
     for name in runs:
         want, got = _trec(smoke_repo / "artifacts" / "runs" / name), _trec(again / "artifacts" / "runs" / name)
         assert [r[:3] for r in got] == [r[:3] for r in want], name  # same docs, same ranks

@@ -1,5 +1,12 @@
-"""kd.teacher: the content-addressed cache and the chunked, resumable group scorer (real MiniLM teacher)."""
+"""kd.teacher: the content-addressed cache, the chunked, resumable group scorer (real MiniLM teacher),
+score normalisation, and concurrent writers (two real processes over one cache)."""
 
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -7,10 +14,28 @@ import pandas as pd
 import pytest
 
 from kd.config import ModelConfig
-from kd.models import load_teacher
-from kd.teacher import CachedTeacher, VectorCache, model_key, score_groups
+from kd.errors import ConfigError
+from kd.models import BiEncoderTeacher, load_teacher
+from kd.teacher import (
+    CachedTeacher,
+    VectorCache,
+    group_fingerprint,
+    model_key,
+    normalize_groups,
+    normalize_scores,
+    score_groups,
+    sweep_stale,
+)
+from kd.teacher_corpus import TeacherCorpus
+from tests.pipeline_fixtures import ROOT, env
 
 CFG = ModelConfig(name="minilm", model="minilm", kind="bi_encoder", max_seq_length=64, batch_size=8)
+
+GROUPS = pd.DataFrame(
+    {"qid": ["q1", "q2", "q3"], "pos_id": ["d1", "d2", "d3"], "neg_ids": [["d2", "d3"], ["d1", "d3"], ["d1", "d2"]]}
+)
+QUERIES = {"q1": "read a file", "q2": "sort a list", "q3": "parse json"}
+DOCS = {"d1": "open() reads files", "d2": "sorted() sorts lists", "d3": "json.loads parses JSON"}
 
 
 def test_vector_cache_persists_and_only_computes_missing(tmp_path: Path) -> None:
@@ -24,14 +49,74 @@ def test_vector_cache_persists_and_only_computes_missing(tmp_path: Path) -> None
     out = cache.fill(["a", "bb", "a"], compute, chunk=1, desc="t")
     assert out.tolist() == [[1, 1], [2, 1], [1, 1]]
     assert calls == [["a"], ["bb"]]  # distinct texts once, one shard per chunk
+    assert len(list(tmp_path.glob("shard-*.npz"))) == 2
     again = VectorCache(tmp_path)  # a new process sees the shards
     again.fill(["bb", "ccc"], compute, chunk=8, desc="t")
     assert calls[-1] == ["ccc"]
 
 
+def test_vector_cache_reads_shards_written_after_it_loaded(tmp_path: Path) -> None:
+    """Another run's work, finished after this cache was opened, is reused instead of recomputed."""
+    mine, theirs = VectorCache(tmp_path), VectorCache(tmp_path)
+    theirs.fill(["x", "y"], lambda xs: np.ones((len(xs), 2), dtype=np.float32), chunk=1, desc="t")
+
+    def fail(xs: list[str]) -> np.ndarray:
+        raise AssertionError(f"recomputed {xs}")
+
+    assert mine.fill(["y", "x"], fail, chunk=1, desc="t").tolist() == [[1, 1], [1, 1]]
+
+
 def test_model_key_changes_with_what_changes_scores() -> None:
     assert model_key(CFG) != model_key(ModelConfig(**{**CFG.__dict__, "max_seq_length": 128}))
     assert model_key(CFG) == model_key(ModelConfig(**{**CFG.__dict__, "batch_size": 64}))
+    # normalisation happens after the cache: same cached numbers for every score_norm
+    assert model_key(CFG) == model_key(ModelConfig(**{**CFG.__dict__, "score_norm": "standardize"}))
+
+
+# ------------------------------------------------------------------ normalisation (pure, hand-computed)
+
+
+def test_standardize_hand_computed() -> None:
+    # [1, 2, 3]: mean 2, population std sqrt(2/3) = 0.8164966; (x - 2) / 0.8164966 * 0.1
+    out = normalize_scores(np.array([1.0, 2.0, 3.0]), "standardize", 0.1)
+    assert out.dtype == np.float32
+    assert out.tolist() == pytest.approx([-0.1224745, 0.0, 0.1224745], abs=1e-7)
+    # [10, 0]: mean 5, std 5 -> [1, -1] * 0.05
+    assert normalize_scores(np.array([10.0, 0.0]), "standardize", 0.05).tolist() == pytest.approx([0.05, -0.05])
+
+
+def test_standardize_ignores_the_teachers_offset_and_spread() -> None:
+    """Raw logits (any offset, any spread) and a cosine-like teacher with the same order agree exactly."""
+    x = np.array([0.71, 0.52, 0.55, 0.49])
+    for a, b in ((1.0, 0.0), (25.0, -7.0), (0.01, 3.0)):
+        assert normalize_scores(a * x + b, "standardize", 0.1) == pytest.approx(normalize_scores(x, "standardize", 0.1), abs=1e-6)
+    out = normalize_scores(x, "standardize", 0.1)
+    assert float(np.std(out)) == pytest.approx(0.1, abs=1e-6) and float(np.mean(out)) == pytest.approx(0.0, abs=1e-7)
+    assert list(np.argsort(-out)) == list(np.argsort(-x))  # the order is the teacher's
+
+
+def test_normalize_edge_cases_and_errors() -> None:
+    x = np.array([3.5, -1.25, 8.0])
+    assert normalize_scores(x, "none").tolist() == x.tolist()
+    assert normalize_scores(np.array([2.0, 2.0, 2.0]), "standardize", 0.1).tolist() == [0.0, 0.0, 0.0]
+    assert normalize_scores(np.array([4.0]), "standardize", 0.1).tolist() == [0.0]
+    with pytest.raises(ConfigError, match=r"teacher\.score_norm='zscore'"):
+        normalize_scores(x, "zscore")
+    with pytest.raises(ConfigError, match=r"teacher\.score_scale"):
+        normalize_scores(x, "standardize", 0.0)
+
+
+def test_normalize_groups_per_group() -> None:
+    frame = pd.DataFrame({"qid": ["a", "b"], "doc_ids": [["x", "y"], ["x", "y", "z"]], "scores": [[4.0, 2.0], [1.0, 2.0, 3.0]]})
+    cfg = ModelConfig(kind="cross_encoder", score_norm="standardize", score_scale=0.1)
+    out = normalize_groups(frame, cfg)
+    assert out["scores"][0] == pytest.approx([0.1, -0.1])
+    assert out["scores"][1] == pytest.approx([-0.1224745, 0.0, 0.1224745], abs=1e-7)
+    assert frame["scores"][0] == [4.0, 2.0]  # the input frame is left alone
+    assert normalize_groups(frame, ModelConfig())["scores"].tolist() == [[4.0, 2.0], [1.0, 2.0, 3.0]]
+
+
+# ------------------------------------------------------------------ real teacher: cache and chunked scorer
 
 
 @pytest.fixture(scope="module")
@@ -49,20 +134,123 @@ def test_cached_scores_equal_direct_scores(teacher: CachedTeacher) -> None:
 
 
 def test_score_groups_resumes_from_kept_chunks(teacher: CachedTeacher, tmp_path: Path) -> None:
-    groups = pd.DataFrame(
-        {"qid": ["q1", "q2", "q3"], "pos_id": ["d1", "d2", "d3"], "neg_ids": [["d2", "d3"], ["d1", "d3"], ["d1", "d2"]]}
-    )
-    queries = {"q1": "read a file", "q2": "sort a list", "q3": "parse json"}
-    docs = {"d1": "open() reads files", "d2": "sorted() sorts lists", "d3": "json.loads parses JSON"}
-    full = score_groups(groups, queries, docs, teacher, tmp_path, "fp", chunk_size=1)
-    parts = sorted((tmp_path / "fp").glob("part-*.parquet"))
+    full = score_groups(GROUPS, QUERIES, DOCS, teacher, tmp_path, "fp", chunk_size=1)
+    (folder,) = tmp_path.iterdir()
+    parts = sorted(folder.glob("part-*.parquet"))
     assert len(parts) == 3
     assert list(full["doc_ids"].iloc[0]) == ["d1", "d2", "d3"]  # positive first
     assert all(s[0] == max(s) for s in full["scores"])  # the teacher agrees with these positives
     mtimes = {p: p.stat().st_mtime_ns for p in parts}
     parts[2].unlink()  # as if killed before the last chunk
-    again = score_groups(groups, queries, docs, teacher, tmp_path, "fp", chunk_size=1)
+    again = score_groups(GROUPS, QUERIES, DOCS, teacher, tmp_path, "fp", chunk_size=1)
     assert all(p.stat().st_mtime_ns == mtimes[p] for p in parts[:2])  # kept chunks were not redone
     assert np.allclose(np.stack(again["scores"]), np.stack(full["scores"]), atol=1e-6)
-    score_groups(groups, queries, docs, teacher, tmp_path, "other", chunk_size=1)
-    assert not (tmp_path / "fp").exists()  # chunks of stale inputs are dropped
+
+
+def test_chunks_are_keyed_by_the_texts_not_only_the_ids(teacher: CachedTeacher, tmp_path: Path) -> None:
+    """Bug: the chunk fingerprint was the negatives file + model key, so new passage texts under the
+    same ids (a `data.min_words` change) reused the old scores."""
+    first = score_groups(GROUPS, QUERIES, DOCS, teacher, tmp_path, "fp", chunk_size=2)
+    rewritten = {**DOCS, "d1": "The Eiffel tower is in Paris."}  # same id, another passage
+    second = score_groups(GROUPS, QUERIES, rewritten, teacher, tmp_path, "fp", chunk_size=2)
+    assert first["scores"][0][0] != pytest.approx(second["scores"][0][0], abs=1e-3)
+    direct = teacher.teacher.score([QUERIES["q1"]], [rewritten["d1"]])
+    assert second["scores"][0][0] == pytest.approx(float(direct[0]), abs=1e-5)
+    other_query = {**QUERIES, "q2": "sort a dictionary by value"}
+    keys = {group_fingerprint(GROUPS, q, d, "fp") for q, d in ((QUERIES, DOCS), (QUERIES, rewritten), (other_query, DOCS))}
+    assert len(keys) == 3 and group_fingerprint(GROUPS, QUERIES, DOCS, "other teacher") not in keys
+    assert len(list(tmp_path.iterdir())) == 2  # the other inputs' chunks are left alone (another run may use them)
+
+
+def test_score_groups_with_the_passage_matrix(teacher: CachedTeacher, tmp_path: Path) -> None:
+    """A bi-encoder teacher: query embedding (cached) . the passage's row of the teacher_corpus matrix."""
+    t = teacher.teacher
+    assert isinstance(t, BiEncoderTeacher)
+    docids = sorted(DOCS)
+    view = TeacherCorpus(docids, t.encode_passages([DOCS[d] for d in docids]), {"fingerprint": "v1"})
+    got = score_groups(GROUPS, QUERIES, DOCS, teacher, tmp_path, "fp", chunk_size=2, view=view)
+    for qid, ids, scores in zip(got["qid"], got["doc_ids"], got["scores"]):
+        q = t.encode_queries([QUERIES[qid]])[0]
+        assert scores == pytest.approx((view.rows(list(ids)) @ q).tolist(), abs=1e-5)
+        assert scores == pytest.approx(t.score([QUERIES[qid]] * len(ids), [DOCS[d] for d in ids]).tolist(), abs=1e-4)
+    # another matrix (new corpus texts or teacher) is another chunk folder
+    view2 = TeacherCorpus(docids, view.emb[::-1].copy(), {"fingerprint": "v2"})
+    other = score_groups(GROUPS, QUERIES, DOCS, teacher, tmp_path, "fp", chunk_size=2, view=view2)
+    assert not np.allclose(np.stack(other["scores"]), np.stack(got["scores"]))
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_sweep_removes_only_old_folders(tmp_path: Path) -> None:
+    old, recent, mine = tmp_path / "old", tmp_path / "recent", tmp_path / "mine"
+    for d in (old, recent, mine):
+        d.mkdir()
+        (d / "part-1-00000.parquet").write_text("x")
+    month_ago = time.time() - 30 * 86400
+    for d in (old, mine):
+        os.utime(d, (month_ago, month_ago))
+    assert sweep_stale(tmp_path, keep="mine", max_age_days=14) == ["old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "recent"]
+
+
+# ------------------------------------------------------------------ two processes, one cache
+
+WRITER = r"""
+import sys, time
+from pathlib import Path
+import numpy as np
+import pandas as pd
+from kd.teacher import VectorCache, score_groups
+
+name, root = sys.argv[1], Path(sys.argv[2])
+(root / f"ready-{name}").touch()
+while not all((root / f"ready-{n}").exists() for n in ("a", "b")):
+    time.sleep(0.005)
+
+def vec(xs):
+    time.sleep(0.002)
+    return np.array([[len(x), sum(map(ord, x)) % 97] for x in xs], dtype=np.float32)
+
+texts = [f"shared {i}" for i in range(40)] + [f"{name} only {i}" for i in range(40)]
+out = VectorCache(root / "vectors").fill(texts, vec, chunk=1, desc=name)
+assert np.array_equal(out, vec(texts)), name
+
+class Teacher:
+    def score(self, queries, passages, progress=True):
+        time.sleep(0.002)
+        return np.array([len(q) + len(p) / 100 for q, p in zip(queries, passages)], dtype=np.float32)
+
+n = 30
+docs = {f"d{i}": "d" * (i + 1) for i in range(n)}
+for qname in ("shared", name):  # one input set both runs score, and one each
+    queries = {f"q{i}": f"{qname} {i}" for i in range(n)}
+    groups = pd.DataFrame({"qid": list(queries), "pos_id": [f"d{i}" for i in range(n)],
+                           "neg_ids": [[f"d{(i + 1) % n}", f"d{(i + 2) % n}"] for i in range(n)]})
+    got = score_groups(groups, queries, docs, Teacher(), root / "chunks", "fp", chunk_size=1)
+    want = [[len(queries[q]) + len(docs[d]) / 100 for d in [p, *negs]]
+            for q, p, negs in zip(groups["qid"], groups["pos_id"], groups["neg_ids"])]
+    assert np.allclose(np.stack(got["scores"]), np.array(want, dtype=np.float32)), name
+print("ok", name)
+"""
+
+
+def test_two_processes_share_one_cache_safely(tmp_path: Path) -> None:
+    """Bug: shards were numbered by a glob count (two writers picked the same name and one shard
+    overwrote the other) and each run deleted every other chunk folder (the other run's too)."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", WRITER, name, str(tmp_path)], cwd=ROOT, env=env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        for name in ("a", "b")
+    ]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+        assert out.startswith("ok")
+    fresh = VectorCache(tmp_path / "vectors")  # what a third run would find: every vector, none lost
+    names = [f"shared {i}" for i in range(40)] + [f"{n} only {i}" for i in range(40) for n in ("a", "b")]
+    assert not fresh.missing(names)
+    assert np.array_equal(fresh.get(names), np.array([[len(x), sum(map(ord, x)) % 97] for x in names], dtype=np.float32))
+    folders = sorted((tmp_path / "chunks").iterdir())
+    assert len(folders) == 3  # shared, a's, b's: nobody deleted another run's chunks
+    assert all(len(list(f.glob("part-*.parquet"))) == 30 for f in folders)
+    leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
+    assert not leftovers  # every file arrived by rename

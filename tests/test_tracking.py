@@ -1,5 +1,6 @@
 """kd.tracking: a real MLflow sqlite store gets params, metrics and provenance tags."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -25,3 +26,54 @@ def test_run_logs_params_metrics_and_tags(tmp_path: Path, monkeypatch: pytest.Mo
     assert run.data.metrics["kd_rerank_at_10.nDCG_at_10"] == 0.7
     assert run.data.tags["stage"] == "train" and run.data.tags["dvc_experiment"] == "exp-test"
     assert run.data.tags["git_commit"]
+
+
+def test_experiment_opens_on_the_runs_table_with_the_comparison_view(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with tracking.run("train", Params()):
+        pass
+    import json
+
+    import mlflow
+
+    exp = mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name(tracking.EXPERIMENT)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(exp.tags[tracking.VIEW_TAG])
+    state = json.loads(view["state"])
+    assert (
+        "metrics.`test.kd.nDCG_at_10`" in state["selectedColumns"]
+        and "metrics.`dev.gap_closed`" in state["selectedColumns"]
+    )
+    url = tracking.ui_url(exp.experiment_id)
+    assert f"/#/experiments/{exp.experiment_id}/runs?" in url and "workflowType=machine_learning" in url
+    assert f"viewStateShareKey={tracking.VIEW_KEY}" in url
+
+
+def test_train_and_evaluate_share_one_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    run_file = tmp_path / "artifacts" / "train" / "mlflow_run.json"
+    with tracking.run("train", Params(), run_id_file=run_file) as tr:
+        tr.metric("val_ndcg@10", 0.5, step=1)
+    assert run_file.exists()
+    # a param that changed since train: the run keeps the first value, the new one is logged under the stage's name
+    params = dataclasses.replace(Params(), loss=dataclasses.replace(Params().loss, margin_mse=0.9))
+    with tracking.run("evaluate", params, run_id_file=run_file, resume=True) as tr:
+        tr.metrics({"nDCG@10": 0.7}, prefix="test.kd.")
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(tracking.EXPERIMENT)
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.metrics["val_ndcg_at_10"] == 0.5 and run.data.metrics["test.kd.nDCG_at_10"] == 0.7
+    assert run.data.params["loss.margin_mse"] == "0.6" and run.data.params["evaluate.loss.margin_mse"] == "0.9"
+    assert run.data.tags["stages"] == "train,evaluate" and run.info.status == "FINISHED"
+
+    # a run id that the store does not hold (another store, a deleted run): evaluate starts its own run
+    run_file.write_text('{"run_id": "0123456789abcdef0123456789abcdef"}\n')
+    with tracking.run("evaluate", Params(), run_id_file=run_file, resume=True):
+        pass
+    assert len(client.search_runs([exp.experiment_id])) == 2

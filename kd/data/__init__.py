@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from kd.config import DataConfig
 from kd.data.io import Dataset
 from kd.errors import ConfigError, DataError
@@ -22,7 +24,7 @@ def load_source(cfg: DataConfig, seed: int) -> Dataset:
 
 
 def _build(cfg: DataConfig, seed: int) -> Dataset:
-    caps = {
+    caps: dict[str, Any] = {
         "max_train_queries": cfg.max_train_queries,
         "max_dev_queries": cfg.max_dev_queries,
         "max_test_queries": cfg.max_test_queries,

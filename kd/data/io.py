@@ -50,7 +50,8 @@ def hash_split(qids: list[str] | set[str], fraction: float) -> tuple[list[str], 
     """
     if not 0.0 < fraction < 1.0:
         raise DataError(f"data.dev_fraction={fraction} must be between 0 and 1 (exclusive): a third is usual")
-    dev, test = [], []
+    dev: list[str] = []
+    test: list[str] = []
     for q in sorted(qids):
         bucket = int(hashlib.sha1(q.encode("utf-8")).hexdigest()[:8], 16) / 2**32
         (dev if bucket < fraction else test).append(q)

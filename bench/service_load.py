@@ -1,0 +1,306 @@
+"""The issue-11 numbers, measured on the shipped service over loopback (bounded, stops by itself).
+
+Starts `python -m service` twice on free loopback ports from the same artifacts:
+  A: auth none, no rate limit;   B: auth api_key (a key made here, argon2id file) + a rate limit too
+  high to trigger, so every request pays for the key check and the bucket.
+Then, one client at a time:
+  1. /search rerank off, k=10: p50/p99 on A and on B, in alternating rounds (same run, same load).
+  2. /search rerank over the top 100 (k=10, rerank_depth=100) on A: p50/p99.
+  3. mixed on A: one client sending rerank requests back to back + four sending plain searches,
+     for a fixed number of plain requests: plain p50/p99, rerank p50, status counts (429/503 are
+     the intended refusals; anything else is an error).
+Writes bench/results/service_load.json and prints a markdown table.
+
+    python -m bench.service_load --student artifacts/student --index artifacts/index \
+        --teacher-corpus artifacts/teacher_corpus --params params.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import yaml
+
+from bench.load import DEFAULT_QUERIES, REPO, Conn, free_port
+
+PLAIN = {"k": 10}
+RERANK = {"k": 10, "rerank": True, "rerank_depth": 100}
+
+
+def pct(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 2) if values else None
+
+
+@contextmanager
+def server(params: Path, args: argparse.Namespace, name: str, log_dir: Path) -> Iterator[str]:
+    """`python -m service` on a free loopback port, terminated on the way out."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--params", str(params),
+           "--log-level", "warning"]  # fmt: skip
+    for flag, value in (("--student", args.student), ("--index", args.index), ("--teacher-corpus", args.teacher_corpus)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    log = (log_dir / f"{name}.log").open("w")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + args.startup_timeout
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"error: server {name} exited during startup:\n{(log_dir / f'{name}.log').read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise SystemExit(f"error: server {name} not up within {args.startup_timeout}s")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.25)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def client(url: str, key: str | None) -> Conn:
+    c = Conn(url, 120)
+    if key:
+        c.headers["X-API-Key"] = key
+    return c
+
+
+def timed(c: Conn, body: dict[str, Any], query: str) -> tuple[int, float]:
+    t0 = time.perf_counter()
+    status, _ = c.post("/search", {**body, "query": query})
+    return status, (time.perf_counter() - t0) * 1000
+
+
+def sequential(url: str, key: str | None, body: dict[str, Any], n: int, warmup: int) -> tuple[list[float], Counter[int]]:
+    c = client(url, key)
+    try:
+        for i in range(warmup):
+            timed(c, body, DEFAULT_QUERIES[i % len(DEFAULT_QUERIES)])
+        lat: list[float] = []
+        codes: Counter[int] = Counter()
+        for i in range(n):
+            status, ms = timed(c, body, DEFAULT_QUERIES[i % len(DEFAULT_QUERIES)])
+            codes[status] += 1
+            if status == 200:
+                lat.append(ms)
+        return lat, codes
+    finally:
+        c.close()
+
+
+def mixed(url: str, plain_n: int, plain_clients: int, time_cap: float) -> dict[str, Any]:
+    """One rerank client back to back + `plain_clients` plain clients sharing `plain_n` requests."""
+    stop = threading.Event()
+    lock = threading.Lock()
+    plain_lat: list[float] = []
+    rerank_lat: list[float] = []
+    plain_codes: Counter[int] = Counter()
+    rerank_codes: Counter[int] = Counter()
+    errors: list[str] = []
+    counter = iter(range(plain_n))
+    deadline = time.perf_counter() + time_cap
+
+    def reranker() -> None:
+        c = client(url, None)
+        i = 0
+        try:
+            while not stop.is_set() and time.perf_counter() < deadline:
+                try:
+                    status, ms = timed(c, RERANK, DEFAULT_QUERIES[i % len(DEFAULT_QUERIES)])
+                except OSError as exc:
+                    with lock:
+                        errors.append(f"rerank {type(exc).__name__}: {exc}")
+                    continue
+                with lock:
+                    rerank_codes[status] += 1
+                    if status == 200:
+                        rerank_lat.append(ms)
+                i += 1
+        finally:
+            c.close()
+
+    def plain() -> None:
+        c = client(url, None)
+        try:
+            while time.perf_counter() < deadline:
+                with lock:
+                    i = next(counter, None)
+                if i is None:
+                    return
+                try:
+                    status, ms = timed(c, PLAIN, DEFAULT_QUERIES[i % len(DEFAULT_QUERIES)])
+                except OSError as exc:
+                    with lock:
+                        errors.append(f"plain {type(exc).__name__}: {exc}")
+                    continue
+                with lock:
+                    plain_codes[status] += 1
+                    if status == 200:
+                        plain_lat.append(ms)
+        finally:
+            c.close()
+
+    r = threading.Thread(target=reranker, daemon=True)
+    r.start()
+    time.sleep(0.5)  # the rerank client is busy before the plain clients start
+    t0 = time.perf_counter()
+    ps = [threading.Thread(target=plain, daemon=True) for _ in range(plain_clients)]
+    for t in ps:
+        t.start()
+    for t in ps:
+        t.join()
+    wall = time.perf_counter() - t0
+    stop.set()
+    r.join(timeout=120)
+    unintended = sum(n for s, n in (plain_codes + rerank_codes).items() if s not in (200, 429, 503)) + len(errors)
+    return {
+        "plain_requests": sum(plain_codes.values()),
+        "plain_p50_ms": pct(plain_lat, 50),
+        "plain_p99_ms": pct(plain_lat, 99),
+        "plain_rps": round(sum(plain_codes.values()) / wall, 1) if wall else None,
+        "plain_status": dict(plain_codes),
+        "rerank_requests": sum(rerank_codes.values()),
+        "rerank_p50_ms": pct(rerank_lat, 50),
+        "rerank_status": dict(rerank_codes),
+        "intended_refusals_429_503": sum(n for s, n in (plain_codes + rerank_codes).items() if s in (429, 503)),
+        "errors": unintended,
+        "error_samples": errors[:5],
+        "wall_s": round(wall, 2),
+    }
+
+
+def write_params(base: Path, out: Path, **service: Any) -> Path:
+    raw = yaml.safe_load(base.read_text())
+    raw.setdefault("service", {}).update(service)
+    out.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return out
+
+
+def cpu_flags() -> dict[str, Any]:
+    from kd.backends import use_bf16
+
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = line
+                break
+    except OSError:
+        pass
+    return {
+        "bf16": use_bf16("auto"),
+        "avx512_bf16": "avx512_bf16" in flags,
+        "amx_bf16": "amx_bf16" in flags,
+        "avx2": "avx2" in flags,
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--student", type=Path)
+    p.add_argument("--index", type=Path)
+    p.add_argument("--teacher-corpus", type=Path)
+    p.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    p.add_argument("--requests", type=int, default=400, help="plain requests per server per round part (default 400)")
+    p.add_argument("--rounds", type=int, default=2, help="alternating A/B rounds (default 2)")
+    p.add_argument("--rerank-requests", type=int, default=40)
+    p.add_argument("--mixed-plain", type=int, default=1200, help="plain requests in the mixed load (default 1200)")
+    p.add_argument("--time-cap", type=float, default=120.0, help="seconds cap for the mixed load")
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--startup-timeout", type=float, default=300.0)
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "service_load.json")
+    args = p.parse_args(argv)
+    if min(args.requests, args.rounds, args.rerank_requests, args.mixed_plain) < 1:
+        p.error("counts must be >= 1")
+
+    from service.keys import create_key
+
+    with tempfile.TemporaryDirectory(prefix="kd-bench-") as tmp_s, ExitStack() as stack:
+        tmp = Path(tmp_s)
+        key, _ = create_key(tmp / "keys.json", "bench")
+        params_a = write_params(args.params, tmp / "a.yaml", auth="none", rate_limit_per_minute=0)
+        params_b = write_params(
+            args.params, tmp / "b.yaml", auth="api_key", api_keys_file=str(tmp / "keys.json"),
+            rate_limit_per_minute=6_000_000, rate_limit_burst=100_000,
+        )  # fmt: skip
+        url_a = stack.enter_context(server(params_a, args, "a", tmp))
+        url_b = stack.enter_context(server(params_b, args, "b", tmp))
+        ready = httpx.get(f"{url_a}/ready", timeout=10).json()
+
+        plain: dict[str, list[float]] = {"off": [], "on": []}
+        codes: dict[str, Counter[int]] = {"off": Counter(), "on": Counter()}
+        for _ in range(args.rounds):
+            for name, url, k in (("off", url_a, None), ("on", url_b, key)):
+                lat, c = sequential(url, k, PLAIN, args.requests, args.warmup)
+                plain[name] += lat
+                codes[name] += c
+        stack.close()  # B is done; A alone for the rerank and mixed scenarios
+        url_a = stack.enter_context(server(params_a, args, "a2", tmp))
+        rerank_lat, rerank_codes = sequential(url_a, None, RERANK, args.rerank_requests, 3)
+        mix = mixed(url_a, args.mixed_plain, 4, args.time_cap)
+
+    report = {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), **cpu_flags()},
+        "server": {k: ready.get(k) for k in ("student", "teacher", "corpus_size", "index", "limits")},
+        "plain_auth_rate_limit_off": {"n": len(plain["off"]), "p50_ms": pct(plain["off"], 50),
+                                      "p99_ms": pct(plain["off"], 99), "status": dict(codes["off"])},
+        "plain_auth_rate_limit_on": {"n": len(plain["on"]), "p50_ms": pct(plain["on"], 50),
+                                     "p99_ms": pct(plain["on"], 99), "status": dict(codes["on"])},
+        "rerank_top100": {"n": len(rerank_lat), "p50_ms": pct(rerank_lat, 50), "p99_ms": pct(rerank_lat, 99),
+                          "status": dict(rerank_codes)},
+        "mixed_1_rerank_4_plain": mix,
+        "settings": vars(args) | {"plain_body": PLAIN, "rerank_body": RERANK},
+    }  # fmt: skip
+    report["settings"] = {k: str(v) for k, v in report["settings"].items()}
+    rows = [
+        "| scenario | n | p50 ms | p99 ms | notes |",
+        "|---|---:|---:|---:|---|",
+        f"| /search rerank off, auth+rate limit off | {report['plain_auth_rate_limit_off']['n']} | "
+        f"{report['plain_auth_rate_limit_off']['p50_ms']} | {report['plain_auth_rate_limit_off']['p99_ms']} | 1 client |",
+        f"| /search rerank off, auth+rate limit on | {report['plain_auth_rate_limit_on']['n']} | "
+        f"{report['plain_auth_rate_limit_on']['p50_ms']} | {report['plain_auth_rate_limit_on']['p99_ms']} | 1 client, X-API-Key |",
+        f"| /search rerank top 100 (k=10) | {report['rerank_top100']['n']} | {report['rerank_top100']['p50_ms']} | "
+        f"{report['rerank_top100']['p99_ms']} | 1 client, teacher {ready.get('teacher')} |",
+        f"| mixed: plain searches | {mix['plain_requests']} | {mix['plain_p50_ms']} | {mix['plain_p99_ms']} | "
+        f"4 plain clients + 1 rerank client; status {mix['plain_status']} |",
+        f"| mixed: reranks | {mix['rerank_requests']} | {mix['rerank_p50_ms']} | | status {mix['rerank_status']}; "
+        f"unintended errors {mix['errors']} |",
+    ]
+    report["table"] = "\n".join(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(report["table"])
+    print(f"\nbf16: {report['machine']['bf16']} (avx512_bf16 {report['machine']['avx512_bf16']}, "
+          f"amx {report['machine']['amx_bf16']}); wrote {args.out}")  # fmt: skip
+    return 1 if mix["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""kd.train on a toy batch: the loss falls and the student moves toward the teacher's order.
+
+The teacher's order is the untrained student's own order reversed, so only real training can
+raise the agreement; a `train` that left (or reloaded) the untrained weights fails here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import kendalltau
+
+from kd.config import LossConfig, ModelConfig, TrainConfig
+from kd.losses import LossWeights, combined
+from kd.models import encode, load_bi_encoder
+from kd.train import Curves, dev_evaluator, train, training_rows
+
+STUDENT = ModelConfig(name="minilm", model="minilm", max_seq_length=32, batch_size=16, dtype="float32")
+TOPICS = [
+    ("How do I read a file?", ["open() returns a file object", "files are read with read()", "the weather is warm",
+                               "paths join with os.path.join"]),
+    ("How do I sort a list?", ["sorted() returns a new list", "list.sort() sorts in place", "the train was late",
+                               "dicts keep insertion order"]),
+    ("How do I parse JSON?", ["json.loads parses a string", "json.load reads a file", "cats sleep a lot",
+                              "regular expressions match text"]),
+    ("How do I start a thread?", ["threading.Thread(target=f).start()", "a thread runs a callable",
+                                  "bread needs flour", "sockets connect to servers"]),
+    ("How do I format a date?", ["datetime.strftime formats dates", "dates print with isoformat()",
+                                 "the sea is blue", "integers have no size limit"]),
+    ("How do I copy a file?", ["shutil.copy copies a file", "shutil.copy2 keeps metadata", "music is loud",
+                               "lambda makes small functions"]),
+    ("How do I catch an exception?", ["try/except catches errors", "except Exception as e binds it",
+                                      "mountains are tall", "generators yield values"]),
+    ("How do I time code?", ["timeit measures small snippets", "time.perf_counter gives a clock",
+                             "apples are red", "sets drop duplicates"]),
+]  # fmt: skip
+
+
+def _student_scores(model, queries: list[str], groups: list[list[str]]) -> np.ndarray:
+    q = encode(model, queries)
+    p = encode(model, [d for g in groups for d in g]).reshape(len(groups), len(groups[0]), -1)
+    return np.einsum("bd,bgd->bg", q, p)
+
+
+def _agreement(student: np.ndarray, teacher: np.ndarray) -> float:
+    """Mean Kendall tau between the student's and the teacher's order of each group."""
+    return float(np.mean([kendalltau(s, t).statistic for s, t in zip(student, teacher)]))
+
+
+def _loss(model, queries: list[str], groups: list[list[str]], teacher: np.ndarray, weights: LossWeights) -> float:
+    with torch.no_grad():
+        q = torch.from_numpy(encode(model, queries))
+        p = torch.from_numpy(encode(model, [d for g in groups for d in g]).reshape(len(groups), len(groups[0]), -1))
+        total, _ = combined(q, p, torch.from_numpy(teacher).float(), weights)
+    return float(total)
+
+
+@pytest.fixture(scope="module")
+def toy() -> tuple[list[str], list[list[str]], np.ndarray]:
+    """Queries, groups (teacher's best first) and teacher scores that reverse the untrained student."""
+    model = load_bi_encoder("minilm", STUDENT.max_seq_length)
+    queries = [q for q, _ in TOPICS]
+    before = _student_scores(model, queries, [docs for _, docs in TOPICS])
+    groups, teacher = [], []
+    for (_, docs), s in zip(TOPICS, before):
+        ascending = [docs[i] for i in np.argsort(s)]  # the student's worst first: the teacher's best
+        groups.append(ascending)
+        teacher.append([0.6, 0.5, 0.4, 0.3])  # cosine-scale scores, strictly decreasing
+    return queries, groups, np.array(teacher, dtype=np.float32)
+
+
+def test_train_moves_the_student_toward_the_teacher(toy, tmp_path: Path) -> None:
+    queries, groups, teacher = toy
+    qids = [f"q{i}" for i in range(len(queries))]
+    doc_ids = [[f"q{i}d{j}" for j in range(len(g))] for i, g in enumerate(groups)]
+    doc_text = {d: t for ids, g in zip(doc_ids, groups) for d, t in zip(ids, g)}
+    scores = pd.DataFrame({"qid": qids, "doc_ids": doc_ids, "scores": teacher.tolist()})
+    rows = training_rows(scores, dict(zip(qids, queries)), doc_text, STUDENT)
+    qrels = {q: {ids[0]: 1} for q, ids in zip(qids, doc_ids)}  # dev judges by the teacher's top passage
+    evaluator = dev_evaluator(dict(zip(qids, queries)), qrels, doc_text, STUDENT)
+    loss_cfg = LossConfig(margin_mse=0.6, listwise_kl=0.4, in_batch=0.0)
+    weights = LossWeights(margin_mse=0.6, listwise_kl=0.4, in_batch=0.0,
+                          kl_temperature=loss_cfg.kl_temperature, in_batch_temperature=loss_cfg.in_batch_temperature)  # fmt: skip
+    cfg = TrainConfig(epochs=2, batch_size=4, learning_rate=2e-4, warmup_ratio=0.0, weight_decay=0.0,
+                      max_seq_length=STUDENT.max_seq_length, dtype="float32")  # fmt: skip
+
+    model = load_bi_encoder("minilm", STUDENT.max_seq_length)
+    agree_before = _agreement(_student_scores(model, queries, groups), teacher)
+    loss_before = _loss(model, queries, groups, teacher, weights)
+    assert agree_before == pytest.approx(-1.0)  # by construction
+
+    curves = train(model, rows, evaluator, loss_cfg, cfg, seed=13, work_dir=tmp_path / "work")
+    assert isinstance(curves, Curves) and curves.steps and len(curves.epochs) == 1 + cfg.epochs
+
+    agree_after = _agreement(_student_scores(model, queries, groups), teacher)
+    loss_after = _loss(model, queries, groups, teacher, weights)
+    # measured: loss 5.2 -> 0.14, agreement -1.0 -> 0.83 (2 epochs)
+    assert loss_after < 0.5 * loss_before, (loss_before, loss_after)  # the distillation loss falls
+    assert agree_after > agree_before + 1.0, (agree_before, agree_after)  # past no-agreement, toward the teacher
+    logged = [r["total"] for r in curves.steps]
+    assert np.mean(logged[-2:]) < np.mean(logged[:2])  # and the trainer saw it fall

@@ -372,7 +372,7 @@ def _service_answers(repo: Path, queries: list[str]) -> dict[str, Any]:
         ready = client.get("/ready").json()
         answers["corpus_size"] = ready["corpus_size"]
         answers["index"] = ready["index"]
-            answers["student"] = ready["student"]
+        answers["student"] = ready["student"]
     return answers
 
 

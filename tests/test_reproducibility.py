@@ -372,7 +372,7 @@ def _service_answers(repo: Path, queries: list[str]) -> dict[str, Any]:
         ready = client.get("/ready").json()
         answers["corpus_size"] = ready["corpus_size"]
         answers["index"] = ready["index"]
-        answers["student"] = ready["student"]
+        answers["student_info"] = ready["student"]
     return answers
 
 
@@ -407,7 +407,7 @@ def test_push_clone_pull_same_answers(smoke_repo: Path, smoke_cache: Path, tmp_p
     queries = [test_queries[q] for q in sorted(test_queries)[:3]] + ["How do I read a file line by line?"]
     original, pulled = _service_answers(smoke_repo, queries), _service_answers(clone, queries)
     assert pulled["corpus_size"] == original["corpus_size"] and pulled["index"] == original["index"]
-    assert pulled["student"] == original["student"]
+    assert pulled["student_info"] == original["student_info"]
     for mode in ("student", "rerank"):
         for got, want in zip(pulled[mode], original[mode], strict=True):
             assert [d for d, _ in got] == [d for d, _ in want], mode

@@ -90,6 +90,7 @@ class LossConfig:
     sim_kl: float = 0.0  # the teacher's in-batch similarity matrix (each query vs every batch passage), KL
     sim_mse: float = 0.0  # the same matrix, MSE on raw cosines
     sim_temperature: float = 0.05
+    embed: float = 0.0  # student embedding -> learned linear map -> the teacher's embedding, 1 - cosine
 
 
 @dataclass(frozen=True)
@@ -281,13 +282,14 @@ def params_from_dict(raw: dict[str, Any]) -> Params:
             f"mining.pseudo_queries={params.mining.pseudo_queries}": params.mining.pseudo_queries > 0,
             f"loss.sim_kl={params.loss.sim_kl}": params.loss.sim_kl > 0,
             f"loss.sim_mse={params.loss.sim_mse}": params.loss.sim_mse > 0,
+            f"loss.embed={params.loss.embed}": params.loss.embed > 0,
         }
         bad = [k for k, v in needs_view.items() if v]
         if bad:
             raise ConfigError(
                 f"{', '.join(bad)} need(s) the teacher's passage embeddings, but teacher.kind={params.teacher.kind!r} "
                 "has none. With a cross-encoder teacher use mining.sources=[bm25] (or [bm25,dense]), "
-                "mining.pseudo_queries=0, loss.sim_kl=0 and loss.sim_mse=0."
+                "mining.pseudo_queries=0, loss.sim_kl=0, loss.sim_mse=0 and loss.embed=0."
             )
     return params
 

@@ -11,11 +11,36 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 import yaml
 
 from kd.errors import ConfigError
+
+Backend = Literal["torch", "onnx", "onnx-int8"]
+
+
+BACKENDS: Final[tuple[str, ...]] = ("torch", "onnx", "onnx-int8")
+
+
+def check_backend(backend: str, key: str = "student.backend") -> Backend:
+    """`backend` if it is known, else a ConfigError naming the config `key` and the choices."""
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"{key}={backend!r} is unknown: use one of {', '.join(BACKENDS)} "
+            f"(conf/student/, or `dvc exp run -S {key}=onnx`)"
+        )
+    return backend  # type: ignore[return-value]
+
+
+DTYPES: Final[tuple[str, ...]] = ("auto", "bfloat16", "float32")
+
+
+def check_dtype(value: str, key: str) -> str:
+    """`value` if it is a known compute dtype, else a ConfigError naming `key`."""
+    if value not in DTYPES:
+        raise ConfigError(f"{key}={value!r} is unknown: use one of {', '.join(DTYPES)} (conf/, or -S {key}=auto)")
+    return value
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -257,7 +282,6 @@ def _build(cls: type[T], raw: Any, prefix: str) -> T:
 
 def params_from_dict(raw: dict[str, Any]) -> Params:
     params = _build(Params, raw, "")
-    from kd.backends import check_backend, check_dtype
 
     check_backend(params.student.backend)  # ConfigError naming student.backend
     check_backend(params.student.corpus_backend, "student.corpus_backend")

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kd.atomic import atomic_path
 from kd.config import LossConfig, ModelConfig, TrainConfig
 from kd.errors import DataError
 from kd.losses import LossWeights, combined
@@ -126,8 +127,6 @@ class Curves:
     epochs: list[dict[str, float]] = field(default_factory=list)
 
     def write(self, out_dir: Path) -> None:
-        from kd.atomic import atomic_path
-
         for name, rows in (("loss.csv", self.steps), ("dev.csv", self.epochs)):
             if not rows:
                 continue
@@ -152,7 +151,7 @@ def train(
     """Fit `model` in place; return curves. Keeps the best epoch by dev nDCG@10 (pool).
 
     `bf16`: mixed precision (autocast to bfloat16; weights and optimizer stay float32), for CPUs with
-    native bf16 (`kd.backends.use_bf16`); on the reference box it was barely faster and scored lower.
+    native bf16 (`kd.runtime.use_bf16`); on the reference box it was barely faster and scored lower.
     `projection`: the student->teacher map that `loss.embed` trains alongside (see `fit_projection`).
     """
     from datasets import Dataset as HFDataset

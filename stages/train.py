@@ -11,7 +11,6 @@ import pandas as pd
 
 from kd import teacher_corpus, tracking
 from kd.atomic import atomic_dir, write_text
-from kd.backends import use_bf16
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
@@ -20,6 +19,7 @@ from kd.evaluation import teacher_run
 from kd.metrics import read_trec
 from kd.models import BiEncoderTeacher, load_bi_encoder, load_teacher
 from kd.paths import cache_dir
+from kd.runtime import use_bf16
 from kd.train import VAL_METRIC, dev_evaluator, fit_projection, training_rows
 from kd.train import train as fit
 

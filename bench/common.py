@@ -186,7 +186,8 @@ def docs_slice(params: Params, max_passages: int, seed: int = 13) -> Dataset:
 
 def parse_variant(spec: str) -> tuple[str, str]:
     """`onnx-int8:full` -> ("onnx-int8", "full"); a plain backend name gets the default recipe."""
-    from kd.backends import RECIPES, check_backend
+    from kd.backends import RECIPES
+    from kd.config import check_backend
 
     backend, _, recipe = spec.strip().partition(":")
     check_backend(backend)
@@ -239,7 +240,7 @@ def load_index(ws: Workspace, encode_corpus: Callable[[list[str]], np.ndarray], 
 
 
 def machine_info() -> dict[str, Any]:
-    from kd.backends import available_cores, package_versions, pick_quant_config
+    from kd.runtime import available_cores, package_versions, pick_quant_config
 
     versions = package_versions(
         ("torch", "onnxruntime", "sentence-transformers", "transformers", "faiss-cpu", "optimum-onnx")

@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     started = time.perf_counter()
-    from kd.backends import BACKENDS, configure_threads, default_export_dir, is_fresh, read_marker
+    from kd.backends import default_export_dir, is_fresh, read_marker
+    from kd.config import BACKENDS
+    from kd.runtime import configure_threads
 
     backends: list[str] = [b.strip() for b in args.backends.split(",") if b.strip()]
     for spec in backends:

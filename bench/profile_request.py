@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     import torch
 
-    from kd.backends import configure_threads, load_student
+    from kd.backends import load_student
+    from kd.runtime import configure_threads
 
     threads = configure_threads(args.threads)
     ws = load_workspace(args.root.resolve(), args.max_passages)

@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     import faiss
 
-    from kd.backends import configure_threads, load_student
+    from kd.backends import load_student
     from kd.metrics import evaluate, paired_test, per_query
+    from kd.runtime import configure_threads
 
     specs = [b.strip() for b in args.backends.split(",") if b.strip()]
     for spec in specs:

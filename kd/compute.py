@@ -34,8 +34,11 @@ from typing import Any
 import numpy as np
 
 from kd.atomic import atomic_path, write_text
+from kd.backends import load_student
 from kd.config import COMPUTE_BACKENDS, ComputeConfig, ModelConfig
 from kd.errors import ArtifactError, ConfigError, KDError
+from kd.models import BiEncoderTeacher, encode, load_teacher, model_fingerprint, resolve
+from kd.runtime import use_bf16
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +79,8 @@ class ModelSpec:
 
     def key(self) -> str:
         """Everything that changes the numbers: the config and the model folder's content."""
-        from kd.backends import fingerprint, use_bf16
-        from kd.models import resolve
-
         path = Path(resolve(self.model_dir or self.cfg.model))
-        content = fingerprint(path) if path.is_dir() else "hub:" + str(path)
+        content = model_fingerprint(path) if path.is_dir() else "hub:" + str(path)
         fields = json.dumps(dataclasses.asdict(self), sort_keys=True)
         bf16 = "bfloat16" if use_bf16(self.cfg.dtype) else "float32"
         return hashlib.sha1(f"{fields}\x1f{content}\x1f{bf16}".encode()).hexdigest()[:16]
@@ -122,15 +122,10 @@ class ShardRunner:
     def _load(self) -> None:
         spec, cfg = self.spec, self.spec.cfg
         if spec.role == "student":
-            from kd.backends import load_student
-            from kd.models import encode
-
             model = load_student(spec.model_dir or cfg.model, cfg.corpus_backend, cfg.max_seq_length)
             prefix = cfg.query_prefix if spec.text == "query" else cfg.passage_prefix
             self._encode = lambda texts: encode(model, texts, prefix, cfg.batch_size, dtype=cfg.dtype)
             return
-        from kd.models import BiEncoderTeacher, load_teacher
-
         teacher = load_teacher(cfg)
         self._score = teacher.score
         if isinstance(teacher, BiEncoderTeacher):
@@ -437,15 +432,3 @@ def score_pairs(
 def fingerprint(texts: list[str], spec: ModelSpec, extra: str = "") -> str:
     """A stable name for a chunk folder: the texts (in order), the model and anything else the caller adds."""
     return hashlib.sha256(f"{_digest(list(texts))}\x1f{spec.key()}\x1f{extra}".encode()).hexdigest()[:16]
-
-
-def prune_siblings(chunk_dir: Path) -> None:
-    """Drop other fingerprints' shard folders next to `chunk_dir` (their inputs changed; never reusable)."""
-    if not chunk_dir.parent.is_dir():
-        return
-    for other in chunk_dir.parent.iterdir():
-        if other.is_dir() and other.name != chunk_dir.name and (other / "inputs.json").exists():
-            for f in other.iterdir():
-                if f.is_file():
-                    f.unlink()
-            other.rmdir()

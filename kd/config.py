@@ -2,38 +2,98 @@
 
 Stages read `params.yaml` (written by DVC's Hydra integration from `conf/`) through `load_params`,
 so a misspelt or missing key fails here with the key's name and the fix, not deep inside a stage.
+The dataclasses are the schema (OmegaConf structured configs) and the one set of defaults:
+`Params()` equals the composition of `conf/` (tests/test_config.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Final, Literal
 
 import yaml
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from kd.errors import ConfigError
+
+Backend = Literal["torch", "onnx", "onnx-int8"]
+
+
+BACKENDS: Final[tuple[str, ...]] = ("torch", "onnx", "onnx-int8")
+
+
+def check_backend(backend: str, key: str = "student.backend") -> Backend:
+    """`backend` if it is known, else a ConfigError naming the config `key` and the choices."""
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"{key}={backend!r} is unknown: use one of {', '.join(BACKENDS)} "
+            f"(conf/student/, or `dvc exp run -S {key}=onnx`)"
+        )
+    return backend  # type: ignore[return-value]
+
+
+DTYPES: Final[tuple[str, ...]] = ("auto", "bfloat16", "float32")
+
+
+def check_dtype(value: str, key: str) -> str:
+    """`value` if it is a known compute dtype, else a ConfigError naming `key`."""
+    if value not in DTYPES:
+        raise ConfigError(f"{key}={value!r} is unknown: use one of {', '.join(DTYPES)} (conf/, or -S {key}=auto)")
+    return value
 
 PARAMS_FILE = Path("params.yaml")
 
 
 @dataclass(frozen=True)
 class DataConfig:
+    """What every data source has: its name, the split caps and how held-out queries split."""
+
     name: str = "python_docs_faq"
-    debian_package: str | None = "python3.11-doc"
-    doc_dir: str | None = None
-    path: str | None = None
-    min_words: int = 100
-    max_words: int = 150
-    max_passages: int | None = None
+    max_passages: int | None = None  # cap the corpus (smoke runs); judged passages are always kept
     max_train_queries: int | None = 600
     max_dev_queries: int | None = None
     max_test_queries: int | None = None
-    dev_fraction: float = 0.33  # held-out queries (FAQ; a beir folder without dev qrels) -> dev by a stable id hash
+    dev_fraction: float = 0.33  # held-out queries -> dev by a stable id hash (where the source has no dev split)
+
+
+@dataclass(frozen=True)
+class PythonDocsFaqData(DataConfig):
+    """The CPython docs: FAQ questions are held out (dev/test), headings and API names train."""
+
+    debian_package: str | None = "python3.11-doc"
+    doc_dir: str | None = None  # or a local CPython Doc/ (or html/_sources) folder: no apt needed
+    min_words: int = 100
+    max_words: int = 150
     exclude: list[str] = field(default_factory=lambda: ["whatsnew/"])
+
+
+@dataclass(frozen=True)
+class BeirDirData(DataConfig):
+    """Any local BEIR-format folder (corpus.jsonl, queries.jsonl, qrels/{train,dev,test}.tsv)."""
+
+    name: str = "beir_dir"
+    path: str = MISSING  # required: -S data.path=/abs/path/to/folder
+
+
+@dataclass(frozen=True)
+class MsMarcoData(DataConfig):
+    """MS MARCO passage via ir_datasets: judged queries and their passages, padded to max_passages."""
+
+    name: str = "msmarco"
+    max_passages: int | None = 10_000
+    max_train_queries: int | None = 400
+    max_dev_queries: int | None = 60
+    max_test_queries: int | None = 200
+
+
+DATA_SOURCES: dict[str, type[DataConfig]] = {
+    "python_docs_faq": PythonDocsFaqData,
+    "beir_dir": BeirDirData,
+    "msmarco": MsMarcoData,
+}
 
 
 @dataclass(frozen=True)
@@ -70,8 +130,8 @@ MINING_SOURCES = ("bm25", "dense", "teacher")  # dense: the untrained student (s
 
 @dataclass(frozen=True)
 class MiningConfig:
-    depth: int = 30
-    num_negatives: int = 7
+    depth: int = 6
+    num_negatives: int = 3
     sources: list[str] = field(default_factory=lambda: ["bm25"])  # bm25 | dense (the untrained student)
     fn_margin: float | None = 0.0
     fn_threshold: float | None = None
@@ -90,17 +150,18 @@ class LossConfig:
     sim_kl: float = 0.0  # the teacher's in-batch similarity matrix (each query vs every batch passage), KL
     sim_mse: float = 0.0  # the same matrix, MSE on raw cosines
     sim_temperature: float = 0.05
+    embed: float = 0.0  # student embedding -> learned linear map -> the teacher's embedding, 1 - cosine
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 2
+    epochs: int = 1
     batch_size: int = 16
-    learning_rate: float = 3e-5
+    learning_rate: float = 8e-5
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     max_seq_length: int = 128
-    val_depth: int = 30
+    val_depth: int = 20
     dtype: str = "float32"  # auto | bfloat16 (mixed precision) | float32
     seed: int | None = None  # training's own seed (init order, shuffling); null = the top-level `seed`
 
@@ -132,7 +193,7 @@ class ComputeConfig:
 
     backend: str = "local"  # local (no Ray imported) | ray
     address: str = "local"  # ray only: `local` starts Ray here; `auto`, `host:6379` or `ray://host:10001` joins a cluster
-    actors: int = 2  # ray only: actor-pool size (each loads the model once)
+    actors: int = 1  # ray only: actor-pool size (each loads the model once)
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
     batch_size: int = 512  # texts per shard: the unit sent to an actor and kept on disk for resume
@@ -143,7 +204,7 @@ class ComputeConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     depth: int = 100
-    rerank_depth: int = 20
+    rerank_depth: int = 10
     backends: list[str] = field(default_factory=lambda: ["torch", "onnx", "onnx-int8"])
 
 
@@ -157,7 +218,7 @@ class ServiceConfig:
     max_rerank_depth: int = 100
     max_batch: int = 64
     max_body_bytes: int = 65536
-    threads: int | None = 1  # student/FAISS threads for serving (null = all cores)
+    threads: int | None = 2  # student/FAISS threads for serving (null = all cores)
     max_rerank_pairs: int = 6400  # queries x candidates per rerank request (teacher passage embeddings)
     max_scored_pairs: int = 200  # pairs the teacher must score itself (cross-encoder / no passage embeddings)
     max_concurrent_reranks: int = 1  # more at once -> 503 + Retry-After (reranks never queue)
@@ -176,9 +237,12 @@ class ServiceConfig:
 @dataclass(frozen=True)
 class Params:
     seed: int = 13
-    data: DataConfig = field(default_factory=DataConfig)
-    teacher: ModelConfig = field(default_factory=lambda: ModelConfig(name="mpnet", model="mpnet"))
-    student: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=PythonDocsFaqData)
+    # the roles' defaults are conf/teacher/mpnet.yaml and conf/student/minilm.yaml (tests/test_config.py)
+    teacher: ModelConfig = field(default_factory=lambda: ModelConfig(
+        name="mpnet", model="mpnet", max_seq_length=128, batch_size=16, dtype="auto"))
+    student: ModelConfig = field(default_factory=lambda: ModelConfig(
+        max_seq_length=128, batch_size=64, backend="onnx", dtype="auto"))
     bm25: BM25Config = field(default_factory=BM25Config)
     mining: MiningConfig = field(default_factory=MiningConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -203,60 +267,61 @@ class Params:
         return out
 
 
-T = TypeVar("T")
-
-
-def _check_type(value: Any, tp: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _check_type(value, inner, key)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp in (int, float, str, bool) and (
-        not isinstance(value, tp) or (tp is int and isinstance(value, bool))
-    ):
-        raise ConfigError(
-            f"params key '{key}' must be {tp.__name__}, got {value!r}. "
-            f"Fix it in conf/ (or with `dvc exp run -S {key}=...`)."
-        )
-    return value
-
-
-def _build(cls: type[T], raw: Any, prefix: str) -> T:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"params section '{prefix or 'root'}' must be a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        keys = ", ".join(f"{prefix}{k}" for k in unknown)
-        raise ConfigError(
-            f"unknown params key(s): {keys}. Known keys in '{prefix.rstrip('.') or 'root'}': "
-            f"{', '.join(sorted(names))}. Check the spelling in conf/ or your -S override."
-        )
-    kwargs: dict[str, Any] = {}
-    for name in names & set(raw):
-        tp = hints[name]
-        value = raw[name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[name] = _build(tp, value, f"{prefix}{name}.")  # type: ignore[arg-type]
-        else:
-            if isinstance(value, str) and value == "???":
-                raise ConfigError(
-                    f"params key '{prefix}{name}' is required but unset. "
-                    f"Set it with `dvc exp run -S {prefix}{name}=...`."
-                )
-            kwargs[name] = _check_type(value, tp, f"{prefix}{name}")
-    return cls(**kwargs)
+def _writable(node: DictConfig) -> DictConfig:
+    """Frozen dataclasses make read-only nodes; the schema must accept the merge first."""
+    node._set_flag("readonly", None)
+    for key in node.keys():
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            _writable(child)
+        elif child is not None:
+            child._set_flag("readonly", None)
+    return node
 
 
 def params_from_dict(raw: dict[str, Any]) -> Params:
-    params = _build(Params, raw, "")
-    from kd.backends import check_backend, check_dtype
+    """The typed params: `raw` merged onto the dataclass schema (OmegaConf structured config), then checked.
+
+    The data section's schema is the source's own class (`data.name` picks it from DATA_SOURCES), so
+    `data=msmarco` carries no FAQ keys. Unknown keys, wrong types and unset required keys fail naming the key.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"params must be a mapping of sections, got {raw!r}")
+    for section, value in raw.items():
+        if section in Params.__dataclass_fields__ and section != "seed" and not isinstance(value, dict | None):
+            raise ConfigError(f"params section '{section}' must be a mapping of keys, got {value!r} (conf/{section}/)")
+    data = raw.get("data") or {}
+    name = data.get("name", DataConfig.name) if isinstance(data, dict) else None
+    if name not in DATA_SOURCES:
+        raise ConfigError(
+            f"data.name={name!r} is unknown: use one of {', '.join(DATA_SOURCES)} (conf/data/, or -S data=beir_dir)"
+        )
+    schema = _writable(OmegaConf.structured(Params(data=DATA_SOURCES[name]())))
+    try:
+        merged = OmegaConf.merge(schema, raw)
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:
+            raise ConfigError(
+                f"params key(s) {', '.join(repr(k) for k in missing)} required but unset. "
+                f"Set them in conf/ or with `dvc exp run -S {missing[0]}=...`."
+            )
+        params = OmegaConf.to_object(merged)
+    except ConfigKeyError as exc:
+        key = exc.full_key or str(exc)
+        section = key.rpartition(".")[0]
+        node = OmegaConf.select(schema, section) if section else schema
+        known = sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
+        raise ConfigError(
+            f"unknown params key '{key}'. Known keys in '{section or 'root'}': {', '.join(known)}. "
+            "Check the spelling in conf/ or your -S override."
+        ) from None
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        detail = str(exc).splitlines()[0]
+        raise ConfigError(
+            f"params key '{key}' has a bad value ({detail}). Fix it in conf/ (or with `dvc exp run -S {key}=...`)."
+        ) from None
+    assert isinstance(params, Params)
 
     check_backend(params.student.backend)  # ConfigError naming student.backend
     check_backend(params.student.corpus_backend, "student.corpus_backend")
@@ -281,13 +346,14 @@ def params_from_dict(raw: dict[str, Any]) -> Params:
             f"mining.pseudo_queries={params.mining.pseudo_queries}": params.mining.pseudo_queries > 0,
             f"loss.sim_kl={params.loss.sim_kl}": params.loss.sim_kl > 0,
             f"loss.sim_mse={params.loss.sim_mse}": params.loss.sim_mse > 0,
+            f"loss.embed={params.loss.embed}": params.loss.embed > 0,
         }
         bad = [k for k, v in needs_view.items() if v]
         if bad:
             raise ConfigError(
                 f"{', '.join(bad)} need(s) the teacher's passage embeddings, but teacher.kind={params.teacher.kind!r} "
                 "has none. With a cross-encoder teacher use mining.sources=[bm25] (or [bm25,dense]), "
-                "mining.pseudo_queries=0, loss.sim_kl=0 and loss.sim_mse=0."
+                "mining.pseudo_queries=0, loss.sim_kl=0, loss.sim_mse=0 and loss.embed=0."
             )
     return params
 

@@ -20,9 +20,10 @@ import numpy as np
 
 from kd.atomic import atomic_dir
 from kd.config import IndexConfig
-from kd.data.io import Corpus, read_jsonl
+from kd.data.io import Corpus, passage_text, read_jsonl
 from kd.errors import ArtifactError, ConfigError
 from kd.metrics import Run
+from kd.models import encode
 
 
 def build(emb: np.ndarray, cfg: IndexConfig, seed: int = 13) -> faiss.Index:
@@ -185,9 +186,6 @@ def embed_corpus(
     model: Any, corpus: Corpus, prefix: str, batch_size: int, dtype: str = "float32"
 ) -> tuple[list[str], np.ndarray]:
     """Passage ids (sorted, so row order is stable) and their normalised embeddings."""
-    from kd.data.io import passage_text
-    from kd.models import encode
-
     docids = sorted(corpus)
     emb = encode(model, [passage_text(corpus[d]) for d in docids], prefix, batch_size, progress=True, dtype=dtype)
     return docids, emb

@@ -6,6 +6,7 @@ Shapes: a batch of B queries, each with a group of G = 1 + N passages (positive 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -55,6 +56,12 @@ def similarity_mse(s_q: torch.Tensor, s_p: torch.Tensor, t_q: torch.Tensor, t_p:
     return F.mse_loss(s_q @ s_p.T, t_q @ t_p.T)
 
 
+def embed_cosine(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean (1 - cosine) between each projected student embedding and the teacher's embedding of the
+    same text: the student learns the teacher's geometry, not only its order [EmbedDistill, Kim et al. 2023]."""
+    return (1.0 - F.cosine_similarity(student, teacher, dim=-1)).mean()
+
+
 @dataclass(frozen=True)
 class LossWeights:
     margin_mse: float = 0.6
@@ -65,6 +72,7 @@ class LossWeights:
     sim_kl: float = 0.0
     sim_mse: float = 0.0
     sim_temperature: float = 0.05
+    embed: float = 0.0
 
 
 def combined(
@@ -74,12 +82,14 @@ def combined(
     w: LossWeights,
     t_q: torch.Tensor | None = None,
     t_p: torch.Tensor | None = None,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the losses from normalised embeddings.
 
     q_emb: [B, D]; p_emb: [B, G, D] (positive at index 0); teacher: [B, G] scores.
     t_q: [B, T], t_p: [B, G, T]: the teacher's normalised embeddings (a bi-encoder teacher only),
-    needed by the similarity-matrix terms. Returns the total and each component's value (for the curves).
+    needed by the similarity-matrix terms and `embed`; `project` maps student embeddings into the
+    teacher's space (a learned linear map, `embed` only). Returns the total and each component's value (for the curves).
     """
     student = torch.einsum("bd,bgd->bg", q_emb, p_emb)
     flat_p = torch.cat([p_emb[:, 0], p_emb[:, 1:].reshape(-1, p_emb.shape[-1])])  # positives first
@@ -89,14 +99,18 @@ def combined(
         "in_batch": in_batch_infonce(q_emb, flat_p, w.in_batch_temperature),
     }
     weights = {"margin_mse": w.margin_mse, "listwise_kl": w.listwise_kl, "in_batch": w.in_batch,
-               "sim_kl": w.sim_kl, "sim_mse": w.sim_mse}  # fmt: skip
+               "sim_kl": w.sim_kl, "sim_mse": w.sim_mse, "embed": w.embed}  # fmt: skip
     if t_q is not None and t_p is not None:
         flat_t = torch.cat([t_p[:, 0], t_p[:, 1:].reshape(-1, t_p.shape[-1])])
         parts["sim_kl"] = similarity_kl(q_emb, flat_p, t_q, flat_t, w.sim_temperature)
         parts["sim_mse"] = similarity_mse(q_emb, flat_p, t_q, flat_t)
-    elif w.sim_kl or w.sim_mse:
-        raise ValueError("loss.sim_kl / loss.sim_mse need the teacher's embeddings (a bi-encoder teacher)")
+        if project is not None:
+            parts["embed"] = embed_cosine(project(torch.cat([q_emb, flat_p])), torch.cat([t_q, flat_t]))
+    elif w.sim_kl or w.sim_mse or w.embed:
+        raise ValueError("loss.sim_kl / loss.sim_mse / loss.embed need the teacher's embeddings (a bi-encoder teacher)")
+    if w.embed and project is None:
+        raise ValueError("loss.embed needs a projection from the student's to the teacher's embedding space")
     total = sum(weights[k] * v for k, v in parts.items() if weights[k])
     if not isinstance(total, torch.Tensor):
-        raise ValueError("all loss weights are 0: set loss.margin_mse, loss.listwise_kl, loss.in_batch or loss.sim_kl > 0")
+        raise ValueError("all loss weights are 0: set loss.margin_mse, loss.listwise_kl, loss.in_batch, loss.sim_kl or loss.embed > 0")
     return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -7,7 +7,12 @@ share the main checkout's caches and MLflow store, so paths resolve to the main 
 from __future__ import annotations
 
 import os
+import shutil
+import time
+import uuid
 from pathlib import Path
+
+STALE_AFTER_DAYS = 14.0  # cache folders of other inputs untouched this long are swept
 
 
 def repo_root() -> Path:
@@ -29,3 +34,27 @@ def cache_dir() -> Path:
 def mlflow_uri() -> str:
     """An absolute sqlite URI, so runs from any copy land in one store (`mlflow ui` reads it)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def sweep_stale(chunk_dir: Path, keep: str, max_age_days: float = STALE_AFTER_DAYS) -> list[str]:
+    """Delete chunk folders (not `keep`) whose last write is older than `max_age_days`; return their names.
+
+    A live run writes into its folder every chunk, so an old folder belongs to no running process.
+    Each folder is first claimed by renaming it to a unique hidden name, so two sweepers never
+    delete under each other, and a run that still finds its folder gone just recomputes.
+    """
+    cutoff = time.time() - max_age_days * 86400
+    swept = []
+    for d in chunk_dir.iterdir():
+        if d.name == keep or d.name.startswith(".") or not d.is_dir():
+            continue
+        try:
+            if d.stat().st_mtime >= cutoff:
+                continue
+            claimed = d.with_name(f".sweep-{d.name}-{uuid.uuid4().hex[:8]}")
+            d.rename(claimed)
+        except OSError:  # another sweeper took it, or it changed under us
+            continue
+        shutil.rmtree(claimed, ignore_errors=True)
+        swept.append(d.name)
+    return swept

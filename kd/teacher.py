@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import time
 import uuid
 import zipfile
@@ -28,15 +27,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from kd.atomic import atomic_path
-from kd.backends import fingerprint, package_versions, use_bf16
 from kd.config import ModelConfig
 from kd.errors import ConfigError
-from kd.models import BiEncoderTeacher, CrossEncoderTeacher, resolve
+from kd.models import BiEncoderTeacher, CrossEncoderTeacher, model_fingerprint, resolve
+from kd.paths import STALE_AFTER_DAYS, sweep_stale
+from kd.runtime import package_versions, use_bf16
 from kd.teacher_corpus import TeacherCorpus
 
 NUMERIC_PACKAGES = ("torch", "transformers", "sentence-transformers")
 SCORE_NORMS = ("none", "standardize")
-STALE_AFTER_DAYS = 14.0  # chunk folders of other inputs untouched this long are swept
 CROSS_ENCODER_SCORES = "raw-logits"  # cache folder suffix: pair scores once held sigmoid probabilities
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ def model_key(cfg: ModelConfig) -> str:
     `teacher.model` to a local snapshot for a content key) and the versions of the numeric libraries.
     """
     path = Path(resolve(cfg.model))
-    content = fingerprint(path) if path.is_dir() else "hub:" + cfg.model
+    content = model_fingerprint(path) if path.is_dir() else "hub:" + cfg.model
     versions = package_versions(NUMERIC_PACKAGES)
     fields = [
         cfg.kind, cfg.model, str(cfg.max_seq_length), cfg.query_prefix, cfg.passage_prefix,
@@ -239,30 +238,6 @@ def score_chunk(
     return pd.DataFrame(
         {"qid": rows["qid"].tolist(), "doc_ids": doc_ids, "scores": [np.asarray(s, dtype=np.float32).tolist() for s in scores]}
     )
-
-
-def sweep_stale(chunk_dir: Path, keep: str, max_age_days: float = STALE_AFTER_DAYS) -> list[str]:
-    """Delete chunk folders (not `keep`) whose last write is older than `max_age_days`; return their names.
-
-    A live run writes into its folder every chunk, so an old folder belongs to no running process.
-    Each folder is first claimed by renaming it to a unique hidden name, so two sweepers never
-    delete under each other, and a run that still finds its folder gone just recomputes.
-    """
-    cutoff = time.time() - max_age_days * 86400
-    swept = []
-    for d in chunk_dir.iterdir():
-        if d.name == keep or d.name.startswith(".") or not d.is_dir():
-            continue
-        try:
-            if d.stat().st_mtime >= cutoff:
-                continue
-            claimed = d.with_name(f".sweep-{d.name}-{uuid.uuid4().hex[:8]}")
-            d.rename(claimed)
-        except OSError:  # another sweeper took it, or it changed under us
-            continue
-        shutil.rmtree(claimed, ignore_errors=True)
-        swept.append(d.name)
-    return swept
 
 
 def score_groups(

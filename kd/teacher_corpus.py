@@ -8,9 +8,8 @@ On disk (a DVC out):
     docids.json      the corpus ids in row order (sorted)
     meta.json        model, model_key, fingerprint (texts + model), dim, count
 
-The pass runs in chunks kept under `<cache>/teacher_corpus/<fingerprint>/`, each written atomically,
-so a killed run resumes from its finished chunks; chunk names are unique per chunk index, so two
-processes with the same inputs write the same bytes and never delete each other's work.
+The pass itself runs through `kd.compute` (locally or on Ray), in shards kept under
+`<cache>/teacher_corpus/<fingerprint>/compute/`, so a killed run resumes from its finished shards.
 """
 
 from __future__ import annotations
@@ -18,15 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-from kd.atomic import atomic_dir, atomic_path
+from kd.atomic import atomic_dir
 from kd.errors import ArtifactError
 
 log = logging.getLogger(__name__)
@@ -42,34 +39,6 @@ def fingerprint(docids: list[str], texts: list[str], model_key: str) -> str:
     for d, t in zip(docids, texts, strict=True):
         digest.update(d.encode() + b"\x1f" + t.encode() + b"\x1e")
     return digest.hexdigest()[:16]
-
-
-def encode_chunked(
-    texts: list[str], encode: Callable[[list[str]], np.ndarray], chunk_dir: Path, chunk: int = 512
-) -> np.ndarray:
-    """`encode` over `texts` in chunks saved as `part-<i>.npy`; finished chunks are reused."""
-    if chunk < 1:
-        raise ValueError(f"chunk size must be >= 1, got {chunk}")
-    chunk_dir.mkdir(parents=True, exist_ok=True)
-    n_chunks = (len(texts) + chunk - 1) // chunk
-    parts = []
-    done = sum((chunk_dir / f"part-{i:05d}.npy").exists() for i in range(n_chunks))
-    if done:
-        log.info("resuming: %d of %d chunks already encoded in %s", done, n_chunks, chunk_dir)
-    bar = tqdm(total=len(texts), desc="teacher corpus", unit="passage", mininterval=5, initial=min(done * chunk, len(texts)))
-    for i in range(n_chunks):
-        path = chunk_dir / f"part-{i:05d}.npy"
-        if not path.exists():
-            part = texts[i * chunk : (i + 1) * chunk]
-            emb = np.asarray(encode(part), dtype=np.float16)
-            with atomic_path(path) as tmp, tmp.open("wb") as fh:
-                np.save(fh, emb)
-            bar.update(len(part))
-        parts.append(np.load(path))
-    bar.close()
-    if not parts:
-        raise ArtifactError("the corpus is empty: nothing for the teacher to encode (check data/corpus.jsonl)")
-    return np.concatenate(parts)
 
 
 def write(out_dir: Path, docids: list[str], emb: np.ndarray, meta: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kd.atomic import atomic_path
 from kd.config import LossConfig, ModelConfig, TrainConfig
 from kd.errors import DataError
 from kd.losses import LossWeights, combined
@@ -32,10 +33,11 @@ VAL_METRIC = "dev_cosine_ndcg@10"
 class DistillLoss(nn.Module):
     """Encode query + group, hand the normalised embeddings to the pure loss; keep components."""
 
-    def __init__(self, model: nn.Module, weights: LossWeights) -> None:
+    def __init__(self, model: nn.Module, weights: LossWeights, projection: nn.Linear | None = None) -> None:
         super().__init__()
         self.model = model
         self.weights = weights
+        self.projection = projection  # trained with the student (the trainer optimises the loss's parameters)
         self.components: dict[str, list[float]] = {}
 
     def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: torch.Tensor) -> torch.Tensor:
@@ -47,7 +49,7 @@ class DistillLoss(nn.Module):
         if labels.shape[1] > g:  # scores, then the teacher's query and passage embeddings (see training_rows)
             t = labels[:, g:].reshape(labels.shape[0], 1 + g, -1)
             t_q, t_p = t[:, 0], t[:, 1:]
-        total, parts = combined(q, p, labels[:, :g], self.weights, t_q, t_p)
+        total, parts = combined(q, p, labels[:, :g], self.weights, t_q, t_p, self.projection)
         for k, v in parts.items():
             self.components.setdefault(k, []).append(v)
         self.components.setdefault("total", []).append(float(total.detach()))
@@ -97,6 +99,26 @@ def training_rows(
     return cols
 
 
+def fit_projection(student: np.ndarray, teacher: np.ndarray) -> nn.Linear:
+    """The least-squares linear map (with bias) from student to teacher embeddings of the same texts.
+
+    `loss.embed` trains this map with the student; starting from a random one would make the first
+    steps pull the student toward noise, and at the student's learning rate it would barely move.
+    """
+    if len(student) != len(teacher) or len(student) <= student.shape[1]:
+        raise DataError(
+            f"loss.embed: fitting the {student.shape[1]}->{teacher.shape[1]} projection needs more texts than "
+            f"dimensions, got {len(student)}; lower loss.embed to 0 or use more training queries (data.max_train_queries)"
+        )
+    x = torch.from_numpy(np.hstack([student, np.ones((len(student), 1))]).astype(np.float64))
+    w = torch.linalg.lstsq(x, torch.from_numpy(teacher.astype(np.float64))).solution  # [D_s + 1, D_t]
+    proj = nn.Linear(student.shape[1], teacher.shape[1])
+    with torch.no_grad():
+        proj.weight.copy_(w[:-1].T.float())
+        proj.bias.copy_(w[-1].float())
+    return proj
+
+
 @dataclass
 class Curves:
     """What the trainer saw, for dvc plots and MLflow."""
@@ -105,8 +127,6 @@ class Curves:
     epochs: list[dict[str, float]] = field(default_factory=list)
 
     def write(self, out_dir: Path) -> None:
-        from kd.atomic import atomic_path
-
         for name, rows in (("loss.csv", self.steps), ("dev.csv", self.epochs)):
             if not rows:
                 continue
@@ -126,11 +146,13 @@ def train(
     work_dir: Path,
     on_metrics: Callable[[str, float, int], None] | None = None,
     bf16: bool = False,
+    projection: nn.Linear | None = None,
 ) -> Curves:
     """Fit `model` in place; return curves. Keeps the best epoch by dev nDCG@10 (pool).
 
     `bf16`: mixed precision (autocast to bfloat16; weights and optimizer stay float32), for CPUs with
-    native bf16 (`kd.backends.use_bf16`); on the reference box it was barely faster and scored lower.
+    native bf16 (`kd.runtime.use_bf16`); on the reference box it was barely faster and scored lower.
+    `projection`: the student->teacher map that `loss.embed` trains alongside (see `fit_projection`).
     """
     from datasets import Dataset as HFDataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
@@ -140,7 +162,7 @@ def train(
     set_seed(seed)
     model.max_seq_length = cfg.max_seq_length
     weights = LossWeights(**dataclasses.asdict(loss_cfg))
-    loss = DistillLoss(model, weights)
+    loss = DistillLoss(model, weights, projection)
     curves = Curves()
     n = len(rows["query"])
     steps_per_epoch = math.ceil(n / cfg.batch_size)

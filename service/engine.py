@@ -388,8 +388,9 @@ def resolve_student(settings: Settings) -> tuple[Path, RegistryInfo | None]:
 def load_engine(settings: Settings) -> Engine:
     """Validate, then load everything once. Every failure is a KDError whose message names the fix."""
     from kd import index as kd_index
-    from kd.backends import configure_threads, load_student
+    from kd.backends import load_student
     from kd.models import load_teacher
+    from kd.runtime import configure_threads
 
     check_service_config(settings.service)
     student_dir, registry = resolve_student(settings)

@@ -14,7 +14,7 @@ from kd.config import Params
 from kd.data.io import SPLITS, passage_text, read_dataset
 from kd.metrics import write_trec
 from kd.models import encode
-from kd.paths import cache_dir
+from kd.paths import cache_dir, sweep_stale
 
 OUT = Path("artifacts/baseline")
 
@@ -26,7 +26,7 @@ def main(p: Params) -> None:
     texts = [passage_text(ds.corpus[d]) for d in docids]
     spec = compute.ModelSpec.student(p.student)
     chunk_dir = cache_dir() / "encode" / "baseline" / compute.fingerprint(texts, spec)
-    compute.prune_siblings(chunk_dir)
+    sweep_stale(chunk_dir.parent, keep=chunk_dir.name)  # other inputs' shards, unused for weeks
     emb = compute.encode_texts(texts, spec, p.compute, chunk_dir)
     model = load_student(p.student.model, p.student.backend, p.student.max_seq_length)  # queries: few, local
     idx = index.build(emb, p.index, p.seed)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kd import index, teacher_corpus, tracking
 from kd.atomic import atomic_dir, atomic_path, write_text
-from kd.backends import corpus_encoder, load_student
+from kd.backends import load_student
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
@@ -29,6 +29,7 @@ from kd.evaluation import (
 from kd.metrics import MEASURES, Run, evaluate, paired_test, per_query, read_trec, write_trec
 from kd.models import BiEncoderTeacher, encode, load_teacher
 from kd.paths import cache_dir
+from kd.runtime import corpus_encoder
 from kd.teacher import CachedTeacher
 
 STUDENT = Path("artifacts/student")

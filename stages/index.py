@@ -9,12 +9,12 @@ import logging
 from pathlib import Path
 
 from kd import compute, index, tracking
-from kd.backends import corpus_encoder
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
 from kd.errors import ArtifactError
-from kd.paths import cache_dir
+from kd.paths import cache_dir, sweep_stale
+from kd.runtime import corpus_encoder
 
 STUDENT = Path("artifacts/student")
 OUT = Path("artifacts/index")
@@ -29,7 +29,7 @@ def main(p: Params) -> None:
     texts = [passage_text(ds.corpus[d]) for d in docids]
     spec = compute.ModelSpec.student(p.student, STUDENT)
     chunk_dir = cache_dir() / "encode" / "index" / compute.fingerprint(texts, spec)
-    compute.prune_siblings(chunk_dir)
+    sweep_stale(chunk_dir.parent, keep=chunk_dir.name)  # other inputs' shards, unused for weeks
     emb = compute.encode_texts(texts, spec, p.compute, chunk_dir)
     idx = index.build(emb, p.index, p.seed)
     meta = {

@@ -1,20 +1,22 @@
-"""Stage `teacher_corpus`: the bi-encoder teacher encodes every passage once (chunked, resumable).
+"""Stage `teacher_corpus`: the bi-encoder teacher encodes every passage once, through `kd.compute`
+(in this process, or on a Ray actor pool with `compute=ray`), in shards of `teacher.corpus_chunk`
+passages kept under <cache>/teacher_corpus/<fingerprint>/compute/, so a killed run resumes.
 
 A cross-encoder teacher has no passage embeddings: the stage then writes an empty view whose
 meta says so, and the stages that read it fall back to pair scoring (or say what is skipped).
 """
 
+import dataclasses
 import logging
 from pathlib import Path
 
 import numpy as np
 
-from kd import teacher_corpus
+from kd import compute, teacher_corpus
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
-from kd.models import BiEncoderTeacher, load_teacher
-from kd.paths import cache_dir
+from kd.paths import cache_dir, sweep_stale
 from kd.teacher import model_key
 
 OUT = Path("artifacts/teacher_corpus")
@@ -27,18 +29,15 @@ def main(p: Params) -> None:
     key = model_key(p.teacher)
     meta = {"model": p.teacher.model, "kind": p.teacher.kind, "model_key": key,
             "fingerprint": teacher_corpus.fingerprint(docids, texts, key)}  # fmt: skip
-    teacher = load_teacher(p.teacher)
-    if not isinstance(teacher, BiEncoderTeacher):
+    compute.check(p.compute)
+    if p.teacher.kind != "bi_encoder":
         logging.info("teacher.kind=%s: no passage embeddings; downstream stages score pairs", p.teacher.kind)
         teacher_corpus.write(OUT, [], np.zeros((0, 0), dtype=np.float16), meta)
         return
-    order = sorted(range(len(texts)), key=lambda i: (len(texts[i]), i))  # similar lengths batch together
-    emb_sorted = teacher_corpus.encode_chunked(
-        [texts[i] for i in order], teacher.encode_passages, cache_dir() / "teacher_corpus" / meta["fingerprint"],
-        p.teacher.corpus_chunk,
-    )
-    emb = np.empty_like(emb_sorted)
-    emb[order] = emb_sorted
+    chunk_dir = cache_dir() / "teacher_corpus" / meta["fingerprint"] / "compute"
+    sweep_stale(chunk_dir.parent.parent, keep=meta["fingerprint"])  # other inputs' passes, unused for weeks
+    shards = dataclasses.replace(p.compute, batch_size=p.teacher.corpus_chunk)  # a shard: one kept chunk
+    emb = compute.encode_texts(texts, compute.ModelSpec.teacher(p.teacher), shards, chunk_dir, store_dtype=np.float16)
     teacher_corpus.write(OUT, docids, emb, meta)
     logging.info("%d passages encoded by %s (dim %d)", len(docids), p.teacher.model, emb.shape[1])
 

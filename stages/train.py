@@ -11,7 +11,6 @@ import pandas as pd
 
 from kd import teacher_corpus, tracking
 from kd.atomic import atomic_dir, write_text
-from kd.backends import use_bf16
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
@@ -20,7 +19,8 @@ from kd.evaluation import teacher_run
 from kd.metrics import read_trec
 from kd.models import BiEncoderTeacher, load_bi_encoder, load_teacher
 from kd.paths import cache_dir
-from kd.train import VAL_METRIC, dev_evaluator, training_rows
+from kd.runtime import use_bf16
+from kd.train import VAL_METRIC, dev_evaluator, fit_projection, training_rows
 from kd.train import train as fit
 
 SCORES = Path("artifacts/teacher_scores.parquet")
@@ -28,6 +28,7 @@ NEGATIVES = Path("artifacts/negatives.parquet")
 TEACHER_CORPUS = Path("artifacts/teacher_corpus")
 STUDENT = Path("artifacts/student")
 CURVES = Path("artifacts/train")
+PROJECTION_FIT_PASSAGES = 2000  # loss.embed: passages (beside all training queries) for the projection's start
 DEV_POOL_RUNS = (Path("artifacts/bm25/runs/dev.trec"), Path("artifacts/baseline/runs/dev.trec"))
 
 
@@ -44,10 +45,11 @@ def main(p: Params) -> None:
     if isinstance(teacher, BiEncoderTeacher):
         view = teacher_corpus.load(TEACHER_CORPUS, expect_docids=sorted(ds.corpus))
     teacher_q = None
-    if p.loss.sim_kl or p.loss.sim_mse:  # the similarity-matrix terms need the teacher's embeddings
+    if p.loss.sim_kl or p.loss.sim_mse or p.loss.embed:  # these terms need the teacher's embeddings
         teacher_q = {q: np.asarray(e, dtype=np.float32) for q, e in zip(negatives["qid"], negatives["teacher_q"])}
     teacher_p = view.rows if view is not None and teacher_q is not None else None
-    rows = training_rows(pd.read_parquet(SCORES), query_text, doc_text, p.student, teacher_q, teacher_p)
+    scores = pd.read_parquet(SCORES)
+    rows = training_rows(scores, query_text, doc_text, p.student, teacher_q, teacher_p)
 
     # dev pool: judged + the top of BM25, the untrained student and the teacher, as a full search would see
     dev_docs = {d for docs in ds.qrels["dev"].values() for d in docs}
@@ -61,13 +63,28 @@ def main(p: Params) -> None:
             dev_docs |= set(sorted(docs, key=lambda d: -docs[d])[: p.train.val_depth])
     evaluator = dev_evaluator(ds.queries["dev"], ds.qrels["dev"], {d: doc_text[d] for d in sorted(dev_docs)}, p.student)
     model = load_bi_encoder(p.student.model, p.train.max_seq_length)
+    projection = None
+    if p.loss.embed and teacher_q is not None and view is not None:
+        # loss.embed's student->teacher map starts at the least-squares fit over the training texts
+        qids = sorted(set(scores["qid"].astype(str)))
+        docids = sorted({str(d) for ids in scores["doc_ids"] for d in ids})
+        docids = sorted(np.random.default_rng(p.seed).permutation(docids)[:PROJECTION_FIT_PASSAGES].tolist())
+        texts = [p.student.query_prefix + query_text[q] for q in qids]
+        texts += [p.student.passage_prefix + doc_text[d] for d in docids]
+        logging.info("loss.embed: fitting the projection on %d training texts", len(texts))
+        s_emb = model.encode(texts, batch_size=p.student.batch_size, normalize_embeddings=True, show_progress_bar=True)
+        t_emb = np.vstack([np.stack([teacher_q[q] for q in qids]), view.rows(docids)]).astype(np.float32)
+        projection = fit_projection(np.asarray(s_emb, dtype=np.float32), t_emb)
     with tracking.run("train", p, run_id_file=tracking.RUN_ID_FILE) as tr, tempfile.TemporaryDirectory(dir=cache_dir()) as work:
         tr.metric("train_groups", len(rows["query"]))
         bf16 = use_bf16(p.train.dtype)
         logging.info("training on %d groups in %s (train.dtype=%s)", len(rows["query"]),
                      "bfloat16 mixed precision" if bf16 else "float32", p.train.dtype)  # fmt: skip
         seed = p.train.seed_or(p.seed)
-        curves = fit(model, rows, evaluator, p.loss, p.train, seed, Path(work), on_metrics=tr.metric, bf16=bf16)
+        curves = fit(
+            model, rows, evaluator, p.loss, p.train, seed, Path(work), on_metrics=tr.metric, bf16=bf16,
+            projection=projection,
+        )  # fmt: skip
         model.max_seq_length = p.student.max_seq_length
         with atomic_dir(STUDENT) as tmp:
             model.save(str(tmp), create_model_card=False)  # the card holds a timestamp: same weights, same hash

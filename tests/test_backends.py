@@ -14,8 +14,10 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("optimum.onnxruntime")
 
 from kd import backends  # noqa: E402
+from kd.config import BACKENDS  # noqa: E402
 from kd.errors import ConfigError  # noqa: E402
-from kd.models import encode, minilm_path  # noqa: E402
+from kd.models import encode, minilm_path, model_fingerprint  # noqa: E402
+from kd.runtime import pick_quant_config  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -66,12 +68,12 @@ def test_export_layout(exported: Exported) -> None:
     assert (exported.onnx_dir / backends.SERVING_FILE).is_file()  # what backend `onnx` loads
     assert (backends.read_marker(exported.onnx_dir) or {}).get("optimization") == "O3"
     int8_files = sorted(p.name for p in (exported.int8_dir / "onnx").glob("*.onnx"))
-    assert int8_files == [f"model_qint8_{backends.pick_quant_config()}.onnx"]  # the float model is not kept
+    assert int8_files == [f"model_qint8_{pick_quant_config()}.onnx"]  # the float model is not kept
     marker = backends.read_marker(exported.int8_dir)
     assert marker is not None and marker["quantize"] is True and marker["recipe"] == "accurate"
     # MiniLM-L6: per layer, attention's two activation MatMuls and the FFN output projection stay float
     assert len(marker["kept_float"]) == 6 * 3
-    assert marker["fingerprint"] == backends.fingerprint(exported.src)
+    assert marker["fingerprint"] == model_fingerprint(exported.src)
     leftovers = [p.name for p in exported.onnx_dir.parent.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []  # atomic: no temp folder left behind
 
@@ -85,7 +87,7 @@ def test_embeddings_close_to_torch(embeddings: dict[str, np.ndarray], backend: s
     assert cos.min() > min_cos, cos
 
 
-@pytest.mark.parametrize("backend", backends.BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_paraphrase_ranks_above_unrelated(embeddings: dict[str, np.ndarray], backend: str) -> None:
     q, para, unrel = embeddings[backend][-3:]
     assert float(q @ para) > float(q @ unrel) + 0.2
@@ -105,9 +107,9 @@ def test_export_is_reused(exported: Exported) -> None:
 def test_changed_checkpoint_is_stale(exported: Exported, tmp_path: Path) -> None:
     src = tmp_path / "student"
     shutil.copytree(exported.src, src)
-    assert backends.is_fresh(exported.onnx_dir, backends.fingerprint(src), backends.SERVING_FILE)
+    assert backends.is_fresh(exported.onnx_dir, model_fingerprint(src), backends.SERVING_FILE)
     (src / "modules.json").write_text((src / "modules.json").read_text() + "\n")
-    assert not backends.is_fresh(exported.onnx_dir, backends.fingerprint(src), backends.SERVING_FILE)
+    assert not backends.is_fresh(exported.onnx_dir, model_fingerprint(src), backends.SERVING_FILE)
 
 
 def test_unknown_backend_is_a_config_error(tmp_path: Path) -> None:
@@ -125,31 +127,6 @@ def test_unknown_int8_recipe_is_a_config_error(exported: Exported, tmp_path: Pat
 def test_export_needs_a_model_folder(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="modules.json"):
         backends.export_onnx(tmp_path, tmp_path / "out")
-
-
-def test_pick_quant_config() -> None:
-    assert backends.pick_quant_config({"avx2", "avx512f", "avx512bw", "avx512_vnni"}, "x86_64") == "avx512_vnni"
-    assert backends.pick_quant_config({"avx2", "avx512f", "avx512bw"}, "x86_64") == "avx512"
-    assert backends.pick_quant_config({"avx2"}, "x86_64") == "avx2"
-    assert backends.pick_quant_config(set(), "x86_64") == "avx2"
-    assert backends.pick_quant_config(set(), "aarch64") == "arm64"
-
-
-def test_configure_threads() -> None:
-    import faiss
-    import torch
-
-    before = torch.get_num_threads()
-    try:
-        settings = backends.configure_threads(1)
-        assert settings.torch == settings.faiss == settings.onnxruntime == 1
-        assert torch.get_num_threads() == 1
-        assert faiss.omp_get_max_threads() == 1
-        assert backends.ort_session_options().intra_op_num_threads == 1
-        with pytest.raises(ConfigError):
-            backends.configure_threads(0)
-    finally:
-        backends.configure_threads(before)
 
 
 @pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
@@ -173,15 +150,6 @@ def test_query_encoder_matches_encode(exported: Exported, backend: str) -> None:
 def test_query_encoder_declines_torch(exported: Exported) -> None:
     model = backends.load_student(exported.src, "torch", max_seq_length=16)
     assert backends.OnnxQueryEncoder.from_model(model) is None
-
-
-def test_use_bf16_follows_setting_and_cpu_flags() -> None:
-    assert backends.use_bf16("auto", flags={"avx512f", "avx512_bf16"})
-    assert backends.use_bf16("auto", flags={"amx_bf16"})
-    assert not backends.use_bf16("auto", flags={"avx2", "avx512f"})
-    assert backends.use_bf16("bfloat16", flags=set()) and not backends.use_bf16("float32", flags={"avx512_bf16"})
-    with pytest.raises(ConfigError, match=r"teacher\.dtype"):
-        backends.check_dtype("fp16", "teacher.dtype")
 
 
 def test_bf16_encoding_is_float32_and_close(exported: Exported) -> None:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from kd.config import DataConfig
+from kd.config import BeirDirData
 from kd.data import beir_dir, load_source
 from kd.data.io import read_dataset, validate, write_dataset
 from kd.errors import DataError
@@ -58,7 +58,7 @@ def test_loads_real_slice(folder, faq_slice):
 
 
 def test_through_load_source_and_round_trip(folder, tmp_path):
-    ds = load_source(DataConfig(name="beir_dir", path=str(folder), max_test_queries=3), seed=13)
+    ds = load_source(BeirDirData(path=str(folder), max_test_queries=3), seed=13)
     assert len(ds.queries["test"]) == 3
     write_dataset(ds, tmp_path / "out")
     back = read_dataset(tmp_path / "out")

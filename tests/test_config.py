@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from kd.compose import CONF_DIR, compose
-from kd.config import Params, params_from_dict
+from kd.config import DATA_SOURCES, Params, params_from_dict
 from kd.errors import ConfigError
 from tests.conftest import ROOT
 
@@ -20,6 +20,8 @@ def test_params_yaml_is_the_composition_of_conf():
     flat, raw = params_from_dict(committed).flat(), _flatten(committed)
     assert {k: flat[k] for k in raw} == raw
     assert "student.kind" in set(flat) - set(raw)
+    # one set of defaults: the dataclasses (what bench scripts and the service's Settings() get) equal conf/
+    assert params_from_dict(committed) == Params()
     role_specific = {"student.kind", "student.chunk_groups", "teacher.backend", "teacher.corpus_backend"}
     role_specific |= {f"student.{k}" for k in ("corpus_chunk", "score_norm", "score_scale", "smoke_model")}
     role_specific |= {f"index.{k}" for k in ("nlist", "m", "nbits", "nprobe", "train_size", "add_batch")}  # ivfpq only
@@ -57,8 +59,10 @@ def test_unknown_key_is_named():
         ({"train": {"epochs": "two"}}, "train.epochs"),
         ({"train": {"epochs": True}}, "train.epochs"),  # bool is not an int here
         ({"seed": 1.5}, "seed"),
-        ({"service": {"rerank": "yes"}}, "service.rerank"),
-        ({"data": {"max_passages": "300"}}, "data.max_passages"),
+        ({"service": {"rerank": "maybe"}}, "service.rerank"),  # OmegaConf reads "yes"/"300" as YAML would
+        ({"data": {"max_passages": "many"}}, "data.max_passages"),
+        ({"data": {"name": "msmarco", "debian_package": "x"}}, "data.debian_package"),  # not an msmarco key
+        ({"data": {"name": "beir_dir"}}, "data.path"),  # required
         ({"loss": "heavy"}, "loss"),
         ({"mining": {"sources": ["bm25", "colbert"]}}, "mining.sources"),
         ({"mining": {"sources": []}}, "mining.sources"),
@@ -109,3 +113,12 @@ def test_conf_group_options_compose(override, check):
             params_from_dict(raw)
         raw = compose([override, "data.path=/tmp/some-beir-folder"])
     assert check(params_from_dict(raw))
+
+
+@pytest.mark.parametrize("name", sorted(DATA_SOURCES))
+def test_each_data_source_has_its_own_keys_and_defaults(name):
+    extra = ["data.path=/some/folder"] if name == "beir_dir" else []
+    data = params_from_dict(compose([f"data={name}", *extra])).data
+    assert type(data) is DATA_SOURCES[name]
+    assert data == DATA_SOURCES[name](**({"path": "/some/folder"} if extra else {}))  # conf/data/ == the class
+    assert hasattr(data, "debian_package") == (name == "python_docs_faq")

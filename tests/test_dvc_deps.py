@@ -78,3 +78,24 @@ def test_closure_follows_imports_inside_functions(tmp_path: Path) -> None:
     script.write_text("def f():\n    from kd.teacher import model_key\n")
     files = {f.relative_to(ROOT).as_posix() for f in closure(script)}
     assert {"kd/teacher.py", "kd/models.py", "kd/config.py", "kd/__init__.py"} <= files  # models via teacher
+
+
+def test_kd_imports_run_one_way() -> None:
+    """No import cycle inside kd/, not even through an import inside a function (DESIGN.md's rule)."""
+    files = sorted(p for p in (ROOT / "kd").rglob("*.py"))
+    name_of = {f: ".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for f in files}
+    edges = {name_of[f]: {m for m in imported_modules(f) if module_file(m)} - {name_of[f]} for f in files}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(edges.get(node, ())):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join([*path[path.index(nxt):], nxt]))
+            if nxt not in state:
+                visit(nxt, [*path, nxt])
+        state[node] = 2
+
+    for start in sorted(edges):
+        if start not in state:
+            visit(start, [start])

@@ -7,7 +7,16 @@ import math
 import pytest
 import torch
 
-from kd.losses import LossWeights, combined, in_batch_infonce, listwise_kl, margin_mse, similarity_kl, similarity_mse
+from kd.losses import (
+    LossWeights,
+    combined,
+    embed_cosine,
+    in_batch_infonce,
+    listwise_kl,
+    margin_mse,
+    similarity_kl,
+    similarity_mse,
+)
 
 LN3 = math.log(3)
 
@@ -143,3 +152,35 @@ def test_similarity_terms_without_teacher_embeddings_are_an_error():
     q = torch.ones(1, 2)
     with pytest.raises(ValueError, match="sim_kl"):
         combined(q, torch.ones(1, 2, 2), torch.zeros(1, 2), LossWeights(1.0, 0.0, 0.0, sim_kl=0.5))
+
+
+def test_embed_cosine_by_hand():
+    # cosines 1 (same direction, other length) and 0 (orthogonal): mean (1 - 1 + 1 - 0) / 2 = 0.5
+    student = t([[2.0, 0.0], [0.0, 1.0]])
+    loss = embed_cosine(student, t([[1.0, 0.0], [1.0, 0.0]]))
+    assert loss.item() == pytest.approx(0.5)
+    loss.backward()
+    assert student.grad[0].abs().sum().item() == pytest.approx(0.0, abs=1e-12)  # already aligned: no pull
+    assert student.grad[1, 0].item() < 0  # row 2 is pulled toward the teacher's direction (+x)
+
+
+def test_combined_embed_goes_through_the_projection():
+    # B=1, G=2, student in 2 dims, teacher in 3: the map sends the student exactly onto the teacher
+    q = t([[1.0, 0.0]])
+    p = t([[[0.0, 1.0], [1.0, 0.0]]])
+    lift = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    scores = torch.einsum("bd,bgd->bg", q, p).detach()
+    w = LossWeights(0.0, 0.0, 0.0, embed=1.0)
+    total, parts = combined(q, p, scores, w, q.detach() @ lift, p.detach() @ lift, lambda e: e @ lift)
+    assert parts["embed"] == pytest.approx(0.0, abs=1e-12) and total.item() == pytest.approx(0.0, abs=1e-12)
+    swap = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], dtype=torch.float64)  # a wrong map: every text off
+    total, parts = combined(q, p, scores, w, q.detach() @ lift, p.detach() @ lift, lambda e: e @ swap)
+    assert parts["embed"] == pytest.approx(1.0) and total.item() == pytest.approx(1.0)
+
+
+def test_embed_without_projection_or_teacher_embeddings_is_an_error():
+    q, p = torch.ones(1, 2), torch.ones(1, 2, 2)
+    with pytest.raises(ValueError, match="loss.embed"):
+        combined(q, p, torch.zeros(1, 2), LossWeights(0.0, 0.0, 0.0, embed=1.0))
+    with pytest.raises(ValueError, match="projection"):
+        combined(q, p, torch.zeros(1, 2), LossWeights(0.0, 0.0, 0.0, embed=1.0), q, p)

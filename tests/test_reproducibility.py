@@ -30,7 +30,7 @@ import pytest
 import yaml
 
 from kd.atomic import atomic_dir, atomic_path
-from kd.backends import use_bf16
+from kd.runtime import use_bf16
 from kd.teacher import score_groups
 from tests.pipeline_fixtures import ROOT, SMOKE, copy_repo, env, sh, shared_cache  # smoke_repo etc.: conftest
 

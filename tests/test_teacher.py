@@ -3,10 +3,8 @@ score normalisation, and concurrent writers (two real processes over one cache).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,6 @@ from kd.teacher import (
     normalize_groups,
     normalize_scores,
     score_groups,
-    sweep_stale,
 )
 from kd.teacher_corpus import TeacherCorpus
 from tests.pipeline_fixtures import ROOT, env
@@ -178,18 +175,6 @@ def test_score_groups_with_the_passage_matrix(teacher: CachedTeacher, tmp_path: 
     other = score_groups(GROUPS, QUERIES, DOCS, teacher, tmp_path, "fp", chunk_size=2, view=view2)
     assert not np.allclose(np.stack(other["scores"]), np.stack(got["scores"]))
     assert len(list(tmp_path.iterdir())) == 2
-
-
-def test_sweep_removes_only_old_folders(tmp_path: Path) -> None:
-    old, recent, mine = tmp_path / "old", tmp_path / "recent", tmp_path / "mine"
-    for d in (old, recent, mine):
-        d.mkdir()
-        (d / "part-1-00000.parquet").write_text("x")
-    month_ago = time.time() - 30 * 86400
-    for d in (old, mine):
-        os.utime(d, (month_ago, month_ago))
-    assert sweep_stale(tmp_path, keep="mine", max_age_days=14) == ["old"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "recent"]
 
 
 # ------------------------------------------------------------------ two processes, one cache

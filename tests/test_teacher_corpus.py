@@ -1,4 +1,4 @@
-"""kd.teacher_corpus: chunked, resumable corpus pass; a matrix that doesn't match the corpus is refused."""
+"""kd.teacher_corpus: the matrix round-trips; one that doesn't match the corpus is refused (the pass: test_compute)."""
 
 from pathlib import Path
 
@@ -7,27 +7,6 @@ import pytest
 
 from kd import teacher_corpus
 from kd.errors import ArtifactError
-
-
-def fake_encode(calls: list[int]):
-    def encode(texts: list[str]) -> np.ndarray:
-        calls.append(len(texts))
-        v = np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
-        return v / np.linalg.norm(v, axis=1, keepdims=True)
-
-    return encode
-
-
-def test_resumes_from_kept_chunks(tmp_path: Path) -> None:
-    texts = [f"passage {'x' * i}" for i in range(10)]
-    calls: list[int] = []
-    full = teacher_corpus.encode_chunked(texts, fake_encode(calls), tmp_path / "c", chunk=4)
-    assert calls == [4, 4, 2] and full.shape == (10, 2) and full.dtype == np.float16
-    (tmp_path / "c" / "part-00001.npy").unlink()  # as if killed during the second chunk
-    calls.clear()
-    again = teacher_corpus.encode_chunked(texts, fake_encode(calls), tmp_path / "c", chunk=4)
-    assert calls == [4]  # only the missing chunk is encoded again
-    np.testing.assert_array_equal(full, again)
 
 
 def test_write_load_and_refusals(tmp_path: Path) -> None:

@@ -15,9 +15,10 @@ import torch
 from scipy.stats import kendalltau
 
 from kd.config import LossConfig, ModelConfig, TrainConfig
+from kd.errors import DataError
 from kd.losses import LossWeights, combined
 from kd.models import encode, load_bi_encoder
-from kd.train import Curves, dev_evaluator, train, training_rows
+from kd.train import Curves, dev_evaluator, fit_projection, train, training_rows
 
 STUDENT = ModelConfig(name="minilm", model="minilm", max_seq_length=32, batch_size=16, dtype="float32")
 TOPICS = [
@@ -103,3 +104,43 @@ def test_train_moves_the_student_toward_the_teacher(toy, tmp_path: Path) -> None
     assert agree_after > agree_before + 1.0, (agree_before, agree_after)  # past no-agreement, toward the teacher
     logged = [r["total"] for r in curves.steps]
     assert np.mean(logged[-2:]) < np.mean(logged[:2])  # and the trainer saw it fall
+
+
+def test_fit_projection_recovers_a_linear_map() -> None:
+    rng = np.random.default_rng(0)
+    student = rng.normal(size=(50, 4)).astype(np.float32)
+    true_w, true_b = rng.normal(size=(4, 6)), rng.normal(size=6)
+    proj = fit_projection(student, (student @ true_w + true_b).astype(np.float32))
+    assert (proj.in_features, proj.out_features) == (4, 6)
+    with torch.no_grad():
+        got = proj(torch.from_numpy(student)).numpy()
+    np.testing.assert_allclose(got, student @ true_w + true_b, atol=1e-4)
+    with pytest.raises(DataError, match="data.max_train_queries"):
+        fit_projection(student[:3], student[:3])
+
+
+def test_train_fits_the_embed_projection_with_the_student(toy, tmp_path: Path) -> None:
+    # loss.embed only: every text has a fixed random teacher vector in 6 dims; the trainer must
+    # optimise the projection (a parameter of the loss, not the model) and the term must fall
+    queries, groups, teacher = toy
+    qids = [f"q{i}" for i in range(len(queries))]
+    doc_ids = [[f"q{i}d{j}" for j in range(len(g))] for i, g in enumerate(groups)]
+    doc_text = {d: t for ids, g in zip(doc_ids, groups) for d, t in zip(ids, g)}
+    rng = np.random.default_rng(0)
+    unit = lambda n: (v := rng.normal(size=(n, 6))) / np.linalg.norm(v, axis=1, keepdims=True)  # noqa: E731
+    t_q = dict(zip(qids, unit(len(qids)).astype(np.float32)))
+    t_doc = dict(zip(doc_text, unit(len(doc_text)).astype(np.float32)))
+    scores = pd.DataFrame({"qid": qids, "doc_ids": doc_ids, "scores": teacher.tolist()})
+    rows = training_rows(scores, dict(zip(qids, queries)), doc_text, STUDENT, t_q, lambda ids: np.stack([t_doc[d] for d in ids]))
+    qrels = {q: {ids[0]: 1} for q, ids in zip(qids, doc_ids)}
+    evaluator = dev_evaluator(dict(zip(qids, queries)), qrels, doc_text, STUDENT)
+    loss_cfg = LossConfig(margin_mse=0.0, listwise_kl=0.0, in_batch=0.0, embed=1.0)
+    cfg = TrainConfig(epochs=3, batch_size=4, learning_rate=1e-3, warmup_ratio=0.0, weight_decay=0.0,
+                      max_seq_length=STUDENT.max_seq_length, dtype="float32")  # fmt: skip
+    model = load_bi_encoder("minilm", STUDENT.max_seq_length)
+    projection = torch.nn.Linear(384, 6)
+    start = projection.weight.detach().clone()
+    curves = train(model, rows, evaluator, loss_cfg, cfg, seed=13, work_dir=tmp_path / "work", projection=projection)
+    assert not torch.equal(projection.weight.detach(), start)  # the map was trained
+    logged = [r["embed"] for r in curves.steps]
+    assert np.mean(logged[-2:]) < np.mean(logged[:2]), logged

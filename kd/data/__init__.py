@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kd.config import DataConfig
+from kd.config import BeirDirData, DataConfig, MsMarcoData, PythonDocsFaqData
 from kd.data.io import Dataset
 from kd.errors import ConfigError, DataError
 
@@ -31,7 +31,7 @@ def _build(cfg: DataConfig, seed: int) -> Dataset:
         "max_passages": cfg.max_passages,
         "dev_fraction": cfg.dev_fraction,
     }
-    if cfg.name == "python_docs_faq":
+    if isinstance(cfg, PythonDocsFaqData):
         from kd.data import python_docs_faq
 
         return python_docs_faq.load(
@@ -43,11 +43,11 @@ def _build(cfg: DataConfig, seed: int) -> Dataset:
             seed=seed,
             **caps,
         )
-    if cfg.name == "beir_dir":
+    if isinstance(cfg, BeirDirData):
         from kd.data import beir_dir
 
         return beir_dir.load(cfg.path, **caps)
-    if cfg.name == "msmarco":
+    if isinstance(cfg, MsMarcoData):
         from kd.data import msmarco
 
         return msmarco.load(seed=seed, **caps)

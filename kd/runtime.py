@@ -1,0 +1,174 @@
+"""What this process runs on: CPU flags (bf16, int8 configs), thread pools, autocast, package versions.
+
+One place answers "how will the maths run here": `use_bf16`/`autocast` pick bfloat16 where the CPU
+has it natively, `configure_threads` sets torch, FAISS and ONNX Runtime together, and
+`package_versions` records the libraries whose versions change the numbers (cache keys, benchmarks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import platform
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Literal
+
+from kd.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+QuantConfig = Literal["arm64", "avx2", "avx512", "avx512_vnni"]
+
+
+QUANT_CONFIGS: Final[tuple[str, ...]] = ("arm64", "avx2", "avx512", "avx512_vnni")
+
+
+_ORT_THREADS: int | None = None  # set by configure_threads; None = ONNX Runtime's own default
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS).
+
+    Read once per process: `autocast` asks on every encode call, the service's rerank per request.
+    """
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+BF16_FLAGS: Final = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 AVX-512/AMX; "bf16" on arm64
+
+
+def use_bf16(dtype: str, flags: AbstractSet[str] | None = None) -> bool:
+    """Whether PyTorch work for a model with this `dtype` setting runs in bfloat16.
+
+    "auto": only where the CPU has native bf16 (Zen 4 / Sapphire Rapids and later): there, autocast
+    roughly halves encoding time (mpnet 5.7 -> 12.9 passages/s on the reference box, cosine to
+    float32 >= 0.9999); elsewhere bf16 is emulated and slower, so float32.
+    """
+    if dtype == "auto":
+        return bool(BF16_FLAGS & (cpu_flags() if flags is None else flags))
+    return dtype == "bfloat16"
+
+
+def corpus_encoder(p: Any) -> str:
+    """How stages baseline/index encode the corpus, for metadata and tables: e.g. `torch (bfloat16)`."""
+    backend = str(p.student.corpus_backend)
+    if backend != "torch":
+        return backend
+    return f"torch ({'bfloat16' if use_bf16(p.student.dtype) else 'float32'})"
+
+
+def autocast(dtype: str) -> contextlib.AbstractContextManager[Any]:
+    """torch.autocast to bfloat16 on CPU when `use_bf16(dtype)`, else a no-op (ONNX models ignore it)."""
+    if not use_bf16(dtype):
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def pick_quant_config(flags: AbstractSet[str] | None = None, machine: str | None = None) -> QuantConfig:
+    """The int8 dynamic-quantization config this CPU runs best.
+
+    VNNI (int8 dot products) > AVX-512 > AVX2. `avx2` is also the fallback for an unknown x86 CPU:
+    its u8/u8 scheme is the one that is exact on CPUs without VNNI (no int16 saturation).
+    """
+    machine = (machine or platform.machine()).lower()
+    if machine in ("arm64", "aarch64"):
+        return "arm64"
+    flags = cpu_flags() if flags is None else flags
+    if "avx512_vnni" in flags or "avx512vnni" in flags:
+        return "avx512_vnni"
+    if {"avx512f", "avx512bw"} <= flags:
+        return "avx512"
+    if "avx2" not in flags:
+        logger.warning("no AVX2 in the CPU flags: using the portable avx2 int8 config (may be slow)")
+    return "avx2"
+
+
+def available_cores() -> int:
+    """Cores this process may run on (cgroup/affinity aware where the OS tells)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+@dataclass(frozen=True)
+class ThreadSettings:
+    torch: int
+    torch_interop: int | None
+    faiss: int
+    onnxruntime: int
+
+
+def configure_threads(n: int | None = None, faiss_threads: int | None = None) -> ThreadSettings:
+    """Set the thread pools of torch, FAISS and (for sessions created later) ONNX Runtime.
+
+    Default `n`: every available core (2 on the reference box). That is right for bulk encoding and,
+    on a quiet box, for serving too (the ONNX service at 2 threads: HTTP p50 5.9 vs 7.2 ms at 1 thread).
+    Under CPU contention fewer threads can win: a batch-1 torch query took ~10x longer at 2 threads
+    than at 1 on the loaded 2-core box (OpenMP threads wait on a descheduled peer), ONNX Runtime ~1.3x
+    (bench/latency.py measures both). More threads than cores only adds contention. `faiss_threads` defaults to `n`; a
+    single-query HNSW search runs on one thread whatever it is set to. torch's thread count is
+    process-wide, so it also applies to a torch teacher in the same process.
+    """
+    import faiss
+    import torch
+
+    n = available_cores() if n is None else n
+    if n < 1:
+        raise ConfigError(f"thread count must be >= 1, got {n}")
+    faiss_n = n if faiss_threads is None else faiss_threads
+    torch.set_num_threads(n)
+    interop: int | None = None
+    try:
+        torch.set_num_interop_threads(1)  # only allowed before any inter-op work has started
+        interop = 1
+    except RuntimeError:
+        interop = None
+    faiss.omp_set_num_threads(faiss_n)
+    global _ORT_THREADS
+    _ORT_THREADS = n
+    return ThreadSettings(torch=n, torch_interop=interop, faiss=faiss_n, onnxruntime=n)
+
+
+def ort_session_options(threads: int | None = None) -> Any:
+    """ONNX Runtime session options: `threads` intra-op threads (default: `configure_threads`'s)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    n = threads if threads is not None else _ORT_THREADS
+    if n is not None:
+        so.intra_op_num_threads = n
+        so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return so
+
+
+EXPORT_PACKAGES = ("sentence-transformers", "optimum-onnx", "optimum", "onnxruntime", "transformers", "torch")
+
+
+def package_versions(packages: tuple[str, ...] = EXPORT_PACKAGES) -> dict[str, str]:
+    """Installed versions of `packages` (missing ones left out): recorded with exports and benchmarks."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in packages:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out

@@ -7,10 +7,11 @@ Shapes: a batch of B queries, each with a group of G = 1 + N passages (positive 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from kd.config import LossConfig
 
 
 def margin_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
@@ -62,24 +63,11 @@ def embed_cosine(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return (1.0 - F.cosine_similarity(student, teacher, dim=-1)).mean()
 
 
-@dataclass(frozen=True)
-class LossWeights:
-    margin_mse: float = 0.6
-    listwise_kl: float = 0.2
-    in_batch: float = 0.2
-    kl_temperature: float = 0.05
-    in_batch_temperature: float = 0.05
-    sim_kl: float = 0.0
-    sim_mse: float = 0.0
-    sim_temperature: float = 0.05
-    embed: float = 0.0
-
-
 def combined(
     q_emb: torch.Tensor,
     p_emb: torch.Tensor,
     teacher: torch.Tensor,
-    w: LossWeights,
+    w: LossConfig,
     t_q: torch.Tensor | None = None,
     t_p: torch.Tensor | None = None,
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,

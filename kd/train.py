@@ -9,7 +9,6 @@ epoch's weights are kept. Test queries are never seen here.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from torch import nn
 from kd.atomic import atomic_path
 from kd.config import LossConfig, ModelConfig, TrainConfig
 from kd.errors import DataError
-from kd.losses import LossWeights, combined
+from kd.losses import combined
 
 VAL_METRIC = "dev_cosine_ndcg@10"
 
@@ -33,7 +32,7 @@ VAL_METRIC = "dev_cosine_ndcg@10"
 class DistillLoss(nn.Module):
     """Encode query + group, hand the normalised embeddings to the pure loss; keep components."""
 
-    def __init__(self, model: nn.Module, weights: LossWeights, projection: nn.Linear | None = None) -> None:
+    def __init__(self, model: nn.Module, weights: LossConfig, projection: nn.Linear | None = None) -> None:
         super().__init__()
         self.model = model
         self.weights = weights
@@ -161,8 +160,7 @@ def train(
 
     set_seed(seed)
     model.max_seq_length = cfg.max_seq_length
-    weights = LossWeights(**dataclasses.asdict(loss_cfg))
-    loss = DistillLoss(model, weights, projection)
+    loss = DistillLoss(model, loss_cfg, projection)
     curves = Curves()
     n = len(rows["query"])
     steps_per_epoch = math.ceil(n / cfg.batch_size)

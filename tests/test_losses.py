@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from kd.config import LossConfig
 from kd.losses import (
-    LossWeights,
     combined,
     embed_cosine,
     in_batch_infonce,
@@ -84,7 +84,7 @@ def test_combined():
     # total = 0.6 * 1 + 0.2 * 0.120115 + 0.2 * 0.313262 = 0.686675
     q = t([[1.0, 0.0]])
     p = t([[[1.0, 0.0], [0.0, 1.0]]])
-    w = LossWeights(0.6, 0.2, 0.2, kl_temperature=1.0, in_batch_temperature=1.0)
+    w = LossConfig(0.6, 0.2, 0.2, kl_temperature=1.0, in_batch_temperature=1.0)
     total, parts = combined(q, p, torch.tensor([[0.0, 0.0]], dtype=torch.float64), w)
     assert parts["margin_mse"] == pytest.approx(1.0)
     assert parts["listwise_kl"] == pytest.approx(0.120115, abs=1e-6)
@@ -98,7 +98,7 @@ def test_combined_skips_zero_weights_and_reports_all_parts():
     q = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
     p = torch.nn.functional.normalize(torch.randn(4, 3, 8), dim=-1)
     teacher = torch.randn(4, 3)
-    total, parts = combined(q, p, teacher, LossWeights(0.0, 0.0, 1.0))
+    total, parts = combined(q, p, teacher, LossConfig(0.0, 0.0, 1.0))
     assert total.item() == pytest.approx(parts["in_batch"], rel=1e-6)
     assert set(parts) == {"margin_mse", "listwise_kl", "in_batch"}
 
@@ -106,7 +106,7 @@ def test_combined_skips_zero_weights_and_reports_all_parts():
 def test_combined_all_weights_zero():
     q = torch.ones(1, 2)
     with pytest.raises(ValueError, match="all loss weights are 0"):
-        combined(q, torch.ones(1, 2, 2), torch.zeros(1, 2), LossWeights(0.0, 0.0, 0.0))
+        combined(q, torch.ones(1, 2, 2), torch.zeros(1, 2), LossConfig(0.0, 0.0, 0.0))
 
 
 def test_similarity_kl_by_hand():
@@ -139,7 +139,7 @@ def test_combined_with_teacher_embeddings_flattens_the_batch():
     p = torch.nn.functional.normalize(torch.randn(2, 2, 4, dtype=torch.float64), dim=-1)
     rot = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))[0]  # teacher = rotated student: same cosines
     scores = torch.einsum("bd,bgd->bg", q, p)
-    w = LossWeights(0.0, 0.0, 0.0, sim_kl=1.0, sim_mse=1.0)
+    w = LossConfig(0.0, 0.0, 0.0, sim_kl=1.0, sim_mse=1.0)
     total, parts = combined(q, p, scores, w, q @ rot, p @ rot)
     assert parts["sim_mse"] == pytest.approx(0.0, abs=1e-12)
     assert parts["sim_kl"] == pytest.approx(0.0, abs=1e-9)
@@ -151,7 +151,7 @@ def test_combined_with_teacher_embeddings_flattens_the_batch():
 def test_similarity_terms_without_teacher_embeddings_are_an_error():
     q = torch.ones(1, 2)
     with pytest.raises(ValueError, match="sim_kl"):
-        combined(q, torch.ones(1, 2, 2), torch.zeros(1, 2), LossWeights(1.0, 0.0, 0.0, sim_kl=0.5))
+        combined(q, torch.ones(1, 2, 2), torch.zeros(1, 2), LossConfig(1.0, 0.0, 0.0, sim_kl=0.5))
 
 
 def test_embed_cosine_by_hand():
@@ -170,7 +170,7 @@ def test_combined_embed_goes_through_the_projection():
     p = t([[[0.0, 1.0], [1.0, 0.0]]])
     lift = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
     scores = torch.einsum("bd,bgd->bg", q, p).detach()
-    w = LossWeights(0.0, 0.0, 0.0, embed=1.0)
+    w = LossConfig(0.0, 0.0, 0.0, embed=1.0)
     total, parts = combined(q, p, scores, w, q.detach() @ lift, p.detach() @ lift, lambda e: e @ lift)
     assert parts["embed"] == pytest.approx(0.0, abs=1e-12) and total.item() == pytest.approx(0.0, abs=1e-12)
     swap = torch.tensor([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0]], dtype=torch.float64)  # a wrong map: every text off
@@ -181,6 +181,6 @@ def test_combined_embed_goes_through_the_projection():
 def test_embed_without_projection_or_teacher_embeddings_is_an_error():
     q, p = torch.ones(1, 2), torch.ones(1, 2, 2)
     with pytest.raises(ValueError, match="loss.embed"):
-        combined(q, p, torch.zeros(1, 2), LossWeights(0.0, 0.0, 0.0, embed=1.0))
+        combined(q, p, torch.zeros(1, 2), LossConfig(0.0, 0.0, 0.0, embed=1.0))
     with pytest.raises(ValueError, match="projection"):
-        combined(q, p, torch.zeros(1, 2), LossWeights(0.0, 0.0, 0.0, embed=1.0), q, p)
+        combined(q, p, torch.zeros(1, 2), LossConfig(0.0, 0.0, 0.0, embed=1.0), q, p)

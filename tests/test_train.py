@@ -16,7 +16,7 @@ from scipy.stats import kendalltau
 
 from kd.config import LossConfig, ModelConfig, TrainConfig
 from kd.errors import DataError
-from kd.losses import LossWeights, combined
+from kd.losses import combined
 from kd.models import encode, load_bi_encoder
 from kd.train import Curves, dev_evaluator, fit_projection, train, training_rows
 
@@ -52,7 +52,7 @@ def _agreement(student: np.ndarray, teacher: np.ndarray) -> float:
     return float(np.mean([kendalltau(s, t).statistic for s, t in zip(student, teacher)]))
 
 
-def _loss(model, queries: list[str], groups: list[list[str]], teacher: np.ndarray, weights: LossWeights) -> float:
+def _loss(model, queries: list[str], groups: list[list[str]], teacher: np.ndarray, weights: LossConfig) -> float:
     with torch.no_grad():
         q = torch.from_numpy(encode(model, queries))
         p = torch.from_numpy(encode(model, [d for g in groups for d in g]).reshape(len(groups), len(groups[0]), -1))
@@ -83,9 +83,7 @@ def test_train_moves_the_student_toward_the_teacher(toy, tmp_path: Path) -> None
     rows = training_rows(scores, dict(zip(qids, queries)), doc_text, STUDENT)
     qrels = {q: {ids[0]: 1} for q, ids in zip(qids, doc_ids)}  # dev judges by the teacher's top passage
     evaluator = dev_evaluator(dict(zip(qids, queries)), qrels, doc_text, STUDENT)
-    loss_cfg = LossConfig(margin_mse=0.6, listwise_kl=0.4, in_batch=0.0)
-    weights = LossWeights(margin_mse=0.6, listwise_kl=0.4, in_batch=0.0,
-                          kl_temperature=loss_cfg.kl_temperature, in_batch_temperature=loss_cfg.in_batch_temperature)  # fmt: skip
+    loss_cfg = weights = LossConfig(margin_mse=0.6, listwise_kl=0.4, in_batch=0.0)
     cfg = TrainConfig(epochs=2, batch_size=4, learning_rate=2e-4, warmup_ratio=0.0, weight_decay=0.0,
                       max_seq_length=STUDENT.max_seq_length, dtype="float32")  # fmt: skip
 

@@ -14,6 +14,7 @@ let it start `python -m service` itself on a free loopback port:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -113,28 +114,23 @@ def free_port() -> int:
 
 
 @contextmanager
-def started_server(args: argparse.Namespace) -> Iterator[str]:
-    """`python -m service` on a free loopback port; always terminated on the way out."""
+def running_service(extra: list[str], log_path: Path | None, startup_timeout: float, name: str = "service") -> Iterator[str]:
+    """`python -m service <extra>` on a free loopback port until /health answers; terminated on the way out."""
     port = free_port()
-    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    for flag, value in (("--student", args.student), ("--index", args.index), ("--params", args.params)):
-        if value is not None:
-            cmd += [flag, str(value)]
-    if args.no_rerank:
-        cmd.append("--no-rerank")
-    log = tempfile.TemporaryFile(mode="w+")
+    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *extra]
+    log = log_path.open("w+") if log_path is not None else tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + args.startup_timeout
+        deadline = time.monotonic() + startup_timeout
         while True:
             if proc.poll() is not None:
                 log.seek(0)
-                raise SystemExit(f"error: the service exited during startup:\n{log.read()[-2000:]}")
+                raise SystemExit(f"error: {name} exited during startup:\n{log.read()[-2000:]}")
             if time.monotonic() > deadline:
-                raise SystemExit(f"error: the service was not ready within {args.startup_timeout}s")
+                raise SystemExit(f"error: {name} was not ready within {startup_timeout}s")
             try:
-                if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
@@ -148,6 +144,16 @@ def started_server(args: argparse.Namespace) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+def started_server(args: argparse.Namespace) -> contextlib.AbstractContextManager[str]:
+    extra = []
+    for flag, value in (("--student", args.student), ("--index", args.index), ("--params", args.params)):
+        if value is not None:
+            extra += [flag, str(value)]
+    if args.no_rerank:
+        extra.append("--no-rerank")
+    return running_service(extra, None, args.startup_timeout)
 
 
 class Conn:

@@ -18,17 +18,16 @@ Writes bench/results/service_load.json and prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ import httpx
 import numpy as np
 import yaml
 
-from bench.load import DEFAULT_QUERIES, REPO, Conn, free_port
+from bench.load import DEFAULT_QUERIES, REPO, Conn, running_service
 
 PLAIN = {"k": 10}
 RERANK = {"k": 10, "rerank": True, "rerank_depth": 100}
@@ -47,40 +46,12 @@ def pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if values else None
 
 
-@contextmanager
-def server(params: Path, args: argparse.Namespace, name: str, log_dir: Path) -> Iterator[str]:
-    """`python -m service` on a free loopback port, terminated on the way out."""
-    port = free_port()
-    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--params", str(params),
-           "--log-level", "warning"]  # fmt: skip
+def server(params: Path, args: argparse.Namespace, name: str, log_dir: Path) -> contextlib.AbstractContextManager[str]:
+    extra = ["--params", str(params)]
     for flag, value in (("--student", args.student), ("--index", args.index), ("--teacher-corpus", args.teacher_corpus)):
         if value is not None:
-            cmd += [flag, str(value)]
-    log = (log_dir / f"{name}.log").open("w")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + args.startup_timeout
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"error: server {name} exited during startup:\n{(log_dir / f'{name}.log').read_text()[-2000:]}")
-            if time.monotonic() > deadline:
-                raise SystemExit(f"error: server {name} not up within {args.startup_timeout}s")
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.25)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            extra += [flag, str(value)]
+    return running_service(extra, log_dir / f"{name}.log", args.startup_timeout, f"server {name}")
 
 
 def client(url: str, key: str | None) -> Conn:

@@ -306,6 +306,26 @@ def load_cross_encoder(name: str, max_seq_length: int | None = None, device: str
     return model
 
 
+def save_prompts(model: SentenceTransformer, cfg: ModelConfig) -> None:
+    """Keep the query/passage prefixes in the model (sentence-transformers `prompts`, saved with it)."""
+    model.prompts = {"query": cfg.query_prefix, "passage": cfg.passage_prefix}
+
+
+def check_prompts(model: SentenceTransformer, cfg: ModelConfig, where: str) -> None:
+    """Refuse a student whose saved prompts differ from the config's prefixes (it would embed off-distribution).
+
+    Models saved without prompts (packaged, or older checkpoints) pass: there is nothing to compare.
+    """
+    saved = getattr(model, "prompts", None) or {}
+    for role, key in (("query", "query_prefix"), ("passage", "passage_prefix")):
+        want = getattr(cfg, key)
+        if role in saved and saved[role] != want:
+            raise ModelLoadError(
+                f"the student in {where} was trained with {role} prompt {saved[role]!r} but student.{key} is "
+                f"{want!r}: set student.{key} to {saved[role]!r} (conf/student/), or retrain (`dvc repro train`)"
+            )
+
+
 def encode(
     model: SentenceTransformer,
     texts: list[str],

@@ -389,7 +389,7 @@ def load_engine(settings: Settings) -> Engine:
     """Validate, then load everything once. Every failure is a KDError whose message names the fix."""
     from kd import index as kd_index
     from kd.backends import load_student
-    from kd.models import load_teacher
+    from kd.models import check_prompts, load_teacher
     from kd.runtime import configure_threads
 
     check_service_config(settings.service)
@@ -399,6 +399,7 @@ def load_engine(settings: Settings) -> Engine:
     index = kd_index.load(settings.index_dir)
     try:
         student = load_student(student_dir, settings.params.student.backend, settings.params.student.max_seq_length)
+        check_prompts(student, settings.params.student, str(student_dir))
     except ModelLoadError as exc:
         raise ArtifactError(f"{exc}: {TRAIN_FIX}") from exc
     get_dim = getattr(student, "get_embedding_dimension", None) or student.get_sentence_embedding_dimension

@@ -27,7 +27,7 @@ from kd.evaluation import (
     view_pair_scorer,
 )
 from kd.metrics import MEASURES, Run, evaluate, paired_test, per_query, read_trec, write_trec
-from kd.models import BiEncoderTeacher, encode, load_teacher
+from kd.models import BiEncoderTeacher, check_prompts, encode, load_teacher
 from kd.paths import cache_dir
 from kd.runtime import corpus_encoder
 from kd.teacher import CachedTeacher
@@ -50,6 +50,8 @@ def main(p: Params) -> None:
     if isinstance(teacher, BiEncoderTeacher):
         view = teacher_corpus.load(TEACHER_CORPUS, expect_docids=sorted(ds.corpus))
     students = {b: load_student(STUDENT, b, p.student.max_seq_length) for b in dict.fromkeys([p.student.backend, *p.eval.backends])}
+    for student in students.values():
+        check_prompts(student, p.student, str(STUDENT))
     rerank_name = f"kd+rerank@{p.eval.rerank_depth}"
 
     runs: dict[str, dict[str, Run]] = {}

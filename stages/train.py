@@ -17,7 +17,7 @@ from kd.data.io import passage_text, read_dataset
 from kd.errors import DataError
 from kd.evaluation import teacher_run
 from kd.metrics import read_trec
-from kd.models import BiEncoderTeacher, load_bi_encoder, load_teacher
+from kd.models import BiEncoderTeacher, load_bi_encoder, load_teacher, save_prompts
 from kd.paths import cache_dir
 from kd.runtime import use_bf16
 from kd.train import VAL_METRIC, dev_evaluator, fit_projection, training_rows
@@ -86,6 +86,7 @@ def main(p: Params) -> None:
             projection=projection,
         )  # fmt: skip
         model.max_seq_length = p.student.max_seq_length
+        save_prompts(model, p.student)  # the saved student carries its own prefixes (checked at load)
         with atomic_dir(STUDENT) as tmp:
             model.save(str(tmp), create_model_card=False)  # the card holds a timestamp: same weights, same hash
         curves.write(CURVES)

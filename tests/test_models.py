@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,10 +12,12 @@ from kd.errors import ModelLoadError
 from kd.models import (
     BiEncoderTeacher,
     CrossEncoderTeacher,
+    check_prompts,
     encode,
     load_bi_encoder,
     load_teacher,
     minilm_path,
+    save_prompts,
     tiny_cross_encoder_pairs,
     tiny_cross_encoder_path,
     untrained_head,
@@ -161,3 +165,16 @@ def test_broken_local_folder_names_the_folder(tmp_path):
 def test_unknown_teacher_kind():
     with pytest.raises(ModelLoadError, match=r"teacher\.kind='colbert'"):
         load_teacher(ModelConfig(kind="colbert", model="minilm"))
+
+
+def test_prompts_travel_with_the_saved_student(tmp_path: Path) -> None:
+    e5_like = ModelConfig(model="minilm", query_prefix="query: ", passage_prefix="passage: ")
+    model = load_bi_encoder("minilm", 32)
+    check_prompts(model, ModelConfig(model="minilm"), "the package")  # nothing saved: nothing to compare
+    save_prompts(model, e5_like)
+    model.save(str(tmp_path / "student"))
+    again = load_bi_encoder(str(tmp_path / "student"), 32)
+    assert again.prompts["query"] == "query: " and again.prompts["passage"] == "passage: "
+    check_prompts(again, e5_like, "artifacts/student")
+    with pytest.raises(ModelLoadError, match=r"query prompt 'query: '.*student\.query_prefix"):
+        check_prompts(again, ModelConfig(model="minilm"), "artifacts/student")

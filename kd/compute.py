@@ -429,6 +429,19 @@ def score_pairs(
     return _sharded(pairs, lengths, spec, "score", cfg, chunk_dir, np.float32).reshape(-1)
 
 
+@dataclass(frozen=True)
+class PairScorer:
+    """A teacher's `score(queries, passages)` run through `score_pairs`: what stage `teacher` hands
+    `kd.teacher.score_groups` for a cross-encoder under `compute=ray`, one Ray pass per chunk of
+    `teacher.chunk_groups` groups (raise it on a cluster, so actor start-up and model load amortise)."""
+
+    spec: ModelSpec
+    cfg: ComputeConfig
+
+    def score(self, queries: list[str], passages: list[str], progress: bool = True) -> np.ndarray:
+        return score_pairs(queries, passages, self.spec, self.cfg)
+
+
 def fingerprint(texts: list[str], spec: ModelSpec, extra: str = "") -> str:
     """A stable name for a chunk folder: the texts (in order), the model and anything else the caller adds."""
     return hashlib.sha256(f"{_digest(list(texts))}\x1f{spec.key()}\x1f{extra}".encode()).hexdigest()[:16]

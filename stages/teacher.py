@@ -1,7 +1,8 @@
 """Stage `teacher`: teacher scores for every (query, positive + negatives) group, resumable.
 
 A bi-encoder teacher scores a group as its query embedding (cached) dotted with the passages' rows
-of the `teacher_corpus` matrix: no passage is encoded again. A cross-encoder scores each pair.
+of the `teacher_corpus` matrix: no passage is encoded again. A cross-encoder scores each pair, in
+this process or, with `compute=ray`, on the Ray actor pool (`kd.compute.score_pairs`).
 Chunks are kept under <cache>/teacher_chunks/<hash of the groups' texts and the teacher>/, so a
 killed run picks up where it stopped. The written scores are put on the student's scale per group
 (`teacher.score_norm`, `teacher.score_scale`); the kept chunks hold the raw numbers.
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kd import teacher_corpus
+from kd import compute, teacher_corpus
 from kd.atomic import atomic_path
 from kd.cli import run_stage
 from kd.config import Params
@@ -45,7 +46,10 @@ def main(p: Params) -> None:
     view = None
     if isinstance(raw, BiEncoderTeacher):
         view = teacher_corpus.load(TEACHER_CORPUS, expect_docids=sorted(ds.corpus))
-    teacher = CachedTeacher(raw, cache_dir() / "teacher")
+    compute.check(p.compute)
+    teacher: CachedTeacher | compute.PairScorer = CachedTeacher(raw, cache_dir() / "teacher")
+    if view is None and p.compute.backend != "local":  # a cross-encoder's pairs go to the Ray actor pool
+        teacher = compute.PairScorer(compute.ModelSpec.teacher(p.teacher), p.compute)
     salt = hashlib.sha1(NEGATIVES.read_bytes()).hexdigest() + "|" + model_key(p.teacher)
     scores = score_groups(
         groups, query_text, doc_text, teacher, cache_dir() / "teacher_chunks", salt, p.teacher.chunk_groups, view

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from kd import compute
-from kd.compute import ComputeError, ModelSpec, ShardRunner, encode_texts, score_pairs
+from kd.compute import ComputeError, ModelSpec, PairScorer, ShardRunner, encode_texts, score_pairs
 from kd.config import ComputeConfig, ModelConfig, params_from_dict
 from kd.errors import ArtifactError, ConfigError
 
@@ -102,6 +102,24 @@ def test_score_pairs_cross_encoder_local_equals_ray(cross_encoder_dir, tmp_path)
     from kd.models import load_teacher
 
     np.testing.assert_allclose(local, load_teacher(cfg).score(qs, ps), atol=1e-4)
+
+
+def test_cross_encoder_groups_scored_on_ray_equal_local(cross_encoder_dir, tmp_path):
+    """Stage `teacher` under compute=ray: score_groups with the Ray pair scorer == the in-process teacher."""
+    import pandas as pd
+
+    from kd.models import load_teacher
+    from kd.teacher import CachedTeacher, score_groups
+
+    cfg = ModelConfig(name="ce", model=str(cross_encoder_dir), kind="cross_encoder", max_seq_length=64, batch_size=8)
+    groups = pd.DataFrame({"qid": ["q0", "q1", "q2"], "pos_id": ["d0", "d3", "d6"],
+                           "neg_ids": [["d1", "d2"], ["d4", "d5"], ["d7", "d8"]]})  # fmt: skip
+    queries = {f"q{i}": f"question {i}?" for i in range(3)}
+    docs = {f"d{i}": TEXTS[i] for i in range(9)}
+    local = score_groups(groups, queries, docs, CachedTeacher(load_teacher(cfg), tmp_path / "c"), tmp_path / "a", "fp", 2)
+    on_ray = score_groups(groups, queries, docs, PairScorer(ModelSpec.teacher(cfg), RAY), tmp_path / "b", "fp", 2)
+    assert [list(d) for d in on_ray["doc_ids"]] == [list(d) for d in local["doc_ids"]]
+    np.testing.assert_allclose(np.vstack(on_ray["scores"]), np.vstack(local["scores"]), atol=1e-4)
 
 
 def test_bi_encoder_pair_scores_are_cosines():

@@ -43,6 +43,8 @@ def sweep_stale(chunk_dir: Path, keep: str, max_age_days: float = STALE_AFTER_DA
     Each folder is first claimed by renaming it to a unique hidden name, so two sweepers never
     delete under each other, and a run that still finds its folder gone just recomputes.
     """
+    if not chunk_dir.is_dir():  # nothing cached yet
+        return []
     cutoff = time.time() - max_age_days * 86400
     swept = []
     for d in chunk_dir.iterdir():

@@ -19,3 +19,4 @@ def test_sweep_removes_only_old_folders(tmp_path: Path) -> None:
         os.utime(d, (month_ago, month_ago))
     assert sweep_stale(tmp_path, keep="mine", max_age_days=14) == ["old"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "recent"]
+    assert sweep_stale(tmp_path / "not-made-yet", keep="mine") == []  # a first run: no cache folder yet

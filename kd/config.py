@@ -218,7 +218,7 @@ class ServiceConfig:
     max_rerank_depth: int = 100
     max_batch: int = 64
     max_body_bytes: int = 65536
-    threads: int | None = 2  # student/FAISS threads for serving (null = all cores)
+    threads: int | None = 1  # student/teacher/FAISS threads for serving (null = all cores)
     max_rerank_pairs: int = 6400  # queries x candidates per rerank request (teacher passage embeddings)
     max_scored_pairs: int = 200  # pairs the teacher must score itself (cross-encoder / no passage embeddings)
     max_concurrent_reranks: int = 1  # more at once -> 503 + Retry-After (reranks never queue)

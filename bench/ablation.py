@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 OUT = Path("bench/results/ablation.csv")
-FIELDS = ["variant", "seed", "target", "dev_ndcg@10", "dev_mrr@10", "dev_gap_closed", "dev_student_over_teacher",
-          "wall_s", "overrides"]  # fmt: skip
+FIELDS = ["variant", "seed", "target", "dev_ndcg@10", "dev_untrained_ndcg@10", "dev_mrr@10", "dev_gap_closed",
+          "dev_student_over_teacher", "wall_s", "overrides"]  # fmt: skip
 
 # name -> overrides on top of the committed params.yaml (each a `-S` of `dvc exp run`)
 BASE = ["mining.sources=[bm25]", "mining.pseudo_queries=0", "loss.sim_kl=0.0", "loss.embed=0.0"]
@@ -33,6 +33,8 @@ VARIANTS: dict[str, list[str]] = {
     "sim_kl": [*BASE, "loss.sim_kl=1.0"],
     "pseudo": [*BASE, "mining.pseudo_queries=300"],
     "embed": [*BASE, "loss.embed=1.0"],
+    # the student trains and is scored on dev at 256 tokens (passages are 100-150 words; 128 cuts them)
+    "seq256": [*BASE, "train.max_seq_length=256"],
     "all": ["mining.sources=[bm25,teacher]", "mining.pseudo_queries=300", "loss.sim_kl=1.0", "loss.embed=1.0"],
 }
 
@@ -40,10 +42,11 @@ VARIANTS: dict[str, list[str]] = {
 def dev_numbers(target: str) -> dict[str, float]:
     if target == "train":
         m = json.loads(Path("artifacts/train/metrics.json").read_text())
-        return {"dev_ndcg@10": m["best_dev_pool_ndcg@10"]}
+        return {"dev_ndcg@10": m["best_dev_pool_ndcg@10"], "dev_untrained_ndcg@10": m["untrained_dev_pool_ndcg@10"]}
     dev = json.loads(Path("metrics.json").read_text())["dev"]
     return {
-        "dev_ndcg@10": dev["table"]["kd"]["nDCG@10"], "dev_mrr@10": dev["table"]["kd"]["MRR@10"],
+        "dev_ndcg@10": dev["table"]["kd"]["nDCG@10"], "dev_untrained_ndcg@10": dev["table"]["untrained"]["nDCG@10"],
+        "dev_mrr@10": dev["table"]["kd"]["MRR@10"],
         "dev_gap_closed": dev.get("gap_closed", float("nan")),
         "dev_student_over_teacher": dev.get("student_over_teacher", float("nan")),
     }  # fmt: skip
@@ -70,6 +73,12 @@ def main() -> None:
     ap.add_argument("--target", choices=["evaluate", "train"], default="evaluate")
     args = ap.parse_args()
     OUT.parent.mkdir(parents=True, exist_ok=True)
+    if OUT.exists() and OUT.read_text().splitlines()[0] != ",".join(FIELDS):  # a column was added since
+        with OUT.open(newline="") as fh:
+            old = list(csv.DictReader(fh))
+        with OUT.open("w", newline="") as fh:
+            csv.DictWriter(fh, fieldnames=FIELDS, restval="").writeheader()
+            csv.DictWriter(fh, fieldnames=FIELDS, restval="").writerows({k: r.get(k, "") for k in FIELDS} for r in old)
     new = not OUT.exists()
     with OUT.open("a", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=FIELDS)

@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import platform
-import random
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -26,8 +25,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
-from kd.config import Params, load_params  # noqa: E402
-from kd.data.io import Dataset, passage_text  # noqa: E402
+from kd.config import Params, PythonDocsFaqData, load_params  # noqa: E402
+from kd.data.io import Dataset  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CAVEAT = (
@@ -75,12 +74,6 @@ class Stats:
 
     def as_dict(self) -> dict[str, float | int]:
         return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def round_robin(
@@ -169,7 +162,7 @@ def docs_slice(params: Params, max_passages: int, seed: int = 13) -> Dataset:
     """The default dataset with at most `max_passages` passages (all FAQ test answers kept)."""
     from kd.data import python_docs_faq
 
-    d = params.data
+    d = params.data if isinstance(params.data, PythonDocsFaqData) else PythonDocsFaqData()
     return python_docs_faq.load(
         d.debian_package or "python3.11-doc",
         d.doc_dir,
@@ -195,45 +188,6 @@ def parse_variant(spec: str) -> tuple[str, str]:
     if recipe not in RECIPES:
         raise SystemExit(f"error: int8 recipe {recipe!r} in {spec!r} is unknown: use one of {', '.join(RECIPES)}")
     return backend, recipe
-
-
-@dataclass
-class IndexView:
-    """What a search needs: the FAISS index, row -> passage id, and the passage records."""
-
-    index: Any
-    docids: list[str]
-    passages: list[dict[str, str]]
-    description: str
-
-
-def load_index(ws: Workspace, encode_corpus: Callable[[list[str]], np.ndarray], max_passages: int) -> IndexView:
-    """`artifacts/index` if the pipeline made it, else a temporary index of the same type and params
-    over (at most `max_passages` of) the workspace corpus, encoded with `encode_corpus`."""
-    from kd import index as kd_index
-
-    index_dir = ws.root / "artifacts" / "index"
-    if (index_dir / "faiss.index").is_file():
-        loaded = kd_index.load(index_dir)
-        desc = f"{index_dir} ({type(loaded.index).__name__}, {loaded.index.ntotal} vectors)"
-        return IndexView(loaded.index, loaded.docids, loaded.passages, desc)
-    docids = sorted(ws.dataset.corpus)
-    if len(docids) > max_passages:
-        keep = {d for qrels in ws.dataset.qrels.values() for docs in qrels.values() for d in docs}
-        keep_list = sorted(keep & set(docids))[:max_passages]
-        others = sorted(set(docids) - set(keep_list))
-        random.Random(13).shuffle(others)
-        docids = sorted(keep_list + others[: max_passages - len(keep_list)])
-    started = time.perf_counter()
-    emb = encode_corpus([passage_text(ws.dataset.corpus[d]) for d in docids])
-    idx = kd_index.build(emb, ws.params.index)
-    passages = [{"_id": d, **ws.dataset.corpus[d]} for d in docids]
-    desc = (
-        f"temporary {type(idx).__name__} over {len(docids)} passages (index params from params.yaml; "
-        f"built in {time.perf_counter() - started:.0f} s)"
-    )
-    ws.notes.append(f"{index_dir} missing: {desc}")
-    return IndexView(idx, docids, passages, desc)
 
 
 # ---------------------------------------------------------------- output

@@ -48,7 +48,11 @@ def pct(values: list[float], q: float) -> float | None:
 
 def server(params: Path, args: argparse.Namespace, name: str, log_dir: Path) -> contextlib.AbstractContextManager[str]:
     extra = ["--params", str(params)]
-    for flag, value in (("--student", args.student), ("--index", args.index), ("--teacher-corpus", args.teacher_corpus)):
+    for flag, value in (
+        ("--student", args.student),
+        ("--index", args.index),
+        ("--teacher-corpus", args.teacher_corpus),
+    ):
         if value is not None:
             extra += [flag, str(value)]
     return running_service(extra, log_dir / f"{name}.log", args.startup_timeout, f"server {name}")
@@ -67,7 +71,9 @@ def timed(c: Conn, body: dict[str, Any], query: str) -> tuple[int, float]:
     return status, (time.perf_counter() - t0) * 1000
 
 
-def sequential(url: str, key: str | None, body: dict[str, Any], n: int, warmup: int) -> tuple[list[float], Counter[int]]:
+def sequential(
+    url: str, key: str | None, body: dict[str, Any], n: int, warmup: int
+) -> tuple[list[float], Counter[int]]:
     c = client(url, key)
     try:
         for i in range(warmup):
@@ -236,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         rerank_lat, rerank_codes = sequential(url_a, None, RERANK, args.rerank_requests, 3)
         mix = mixed(url_a, args.mixed_plain, 4, args.time_cap)
 
-    report = {
+    report: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), **cpu_flags()},
         "server": {k: ready.get(k) for k in ("student", "teacher", "corpus_size", "index", "limits")},

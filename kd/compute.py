@@ -382,12 +382,12 @@ def _run_ray(
         )  # fmt: skip
         raise ComputeError(
             f"a Ray worker failed after {time.perf_counter() - started:.0f}s and compute.max_retries="
-            f"{cfg.max_retries} retries ({type(exc).__name__}: {_root_message(exc)}). {kept}; raise "
+            f"{cfg.max_retries} retries ({type(exc).__name__}: {root_message(exc)}). {kept}; raise "
             "compute.max_retries for flaky nodes, or run with compute=local to see the error in-process"
         ) from exc
 
 
-def _root_message(exc: BaseException) -> str:
+def root_message(exc: BaseException) -> str:
     """The innermost cause's message (Ray wraps a worker's error several times), trimmed."""
     seen = exc
     while seen.__cause__ is not None and seen.__cause__ is not seen:

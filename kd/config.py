@@ -164,6 +164,7 @@ class TrainConfig:
     val_depth: int = 20
     dtype: str = "float32"  # auto | bfloat16 (mixed precision) | float32
     seed: int | None = None  # training's own seed (init order, shuffling); null = the top-level `seed`
+    workers: int = 1  # > 1: data-parallel (DDP) workers on Ray Train, on the cluster of `compute`
 
     def seed_or(self, default: int) -> int:
         return default if self.seed is None else self.seed

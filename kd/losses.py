@@ -28,14 +28,15 @@ def listwise_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float
     return F.kl_div(log_p_student, log_p_teacher, reduction="batchmean", log_target=True)
 
 
-def in_batch_infonce(q_emb: torch.Tensor, p_emb: torch.Tensor, temperature: float) -> torch.Tensor:
-    """InfoNCE: query i's positive is row i of `p_emb`; every other passage in the batch is a negative.
+def in_batch_infonce(q_emb: torch.Tensor, p_emb: torch.Tensor, temperature: float, offset: int = 0) -> torch.Tensor:
+    """InfoNCE: query i's positive is row `offset + i` of `p_emb`; every other passage is a negative.
 
     `p_emb` may hold more rows than queries (positives first, then the hard negatives), which
-    only adds negatives.
+    only adds negatives; under data-parallel training it is every rank's batch, and `offset`
+    is where this rank's positives start.
     """
     logits = q_emb @ p_emb.T / temperature
-    target = torch.arange(q_emb.shape[0], device=q_emb.device)
+    target = torch.arange(q_emb.shape[0], device=q_emb.device) + offset
     return F.cross_entropy(logits, target)
 
 
@@ -71,20 +72,24 @@ def combined(
     t_q: torch.Tensor | None = None,
     t_p: torch.Tensor | None = None,
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    batch_p: torch.Tensor | None = None,
+    offset: int = 0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the losses from normalised embeddings.
 
     q_emb: [B, D]; p_emb: [B, G, D] (positive at index 0); teacher: [B, G] scores.
     t_q: [B, T], t_p: [B, G, T]: the teacher's normalised embeddings (a bi-encoder teacher only),
     needed by the similarity-matrix terms and `embed`; `project` maps student embeddings into the
-    teacher's space (a learned linear map, `embed` only). Returns the total and each component's value (for the curves).
+    teacher's space (a learned linear map, `embed` only). `batch_p`, `offset`: the passages the in-batch
+    term contrasts against, positives first, and where this batch's positives start in it (data-parallel
+    training: every rank's; default this batch's). Returns the total and each component's value (for the curves).
     """
     student = torch.einsum("bd,bgd->bg", q_emb, p_emb)
     flat_p = torch.cat([p_emb[:, 0], p_emb[:, 1:].reshape(-1, p_emb.shape[-1])])  # positives first
     parts = {
         "margin_mse": margin_mse(student, teacher),
         "listwise_kl": listwise_kl(student, teacher, w.kl_temperature),
-        "in_batch": in_batch_infonce(q_emb, flat_p, w.in_batch_temperature),
+        "in_batch": in_batch_infonce(q_emb, flat_p if batch_p is None else batch_p, w.in_batch_temperature, offset),
     }
     weights = {"margin_mse": w.margin_mse, "listwise_kl": w.listwise_kl, "in_batch": w.in_batch,
                "sim_kl": w.sim_kl, "sim_mse": w.sim_mse, "embed": w.embed}  # fmt: skip

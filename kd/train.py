@@ -9,6 +9,7 @@ epoch's weights are kept. Test queries are never seen here.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -21,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kd.atomic import atomic_path
-from kd.config import LossConfig, ModelConfig, TrainConfig
-from kd.errors import DataError
+from kd.atomic import atomic_path, write_text
+from kd.config import ComputeConfig, LossConfig, ModelConfig, TrainConfig
+from kd.errors import ConfigError, DataError
 from kd.losses import combined
 
 VAL_METRIC = "dev_cosine_ndcg@10"
@@ -48,7 +49,8 @@ class DistillLoss(nn.Module):
         if labels.shape[1] > g:  # scores, then the teacher's query and passage embeddings (see training_rows)
             t = labels[:, g:].reshape(labels.shape[0], 1 + g, -1)
             t_q, t_p = t[:, 0], t[:, 1:]
-        total, parts = combined(q, p, labels[:, :g], self.weights, t_q, t_p, self.projection)
+        batch_p, offset = gathered_passages(p)
+        total, parts = combined(q, p, labels[:, :g], self.weights, t_q, t_p, self.projection, batch_p, offset)
         for k, v in parts.items():
             self.components.setdefault(k, []).append(v)
         self.components.setdefault("total", []).append(float(total.detach()))
@@ -59,6 +61,28 @@ class DistillLoss(nn.Module):
         out = {k: sum(v) / len(v) for k, v in self.components.items() if v}
         self.components = {}
         return out
+
+
+def gathered_passages(p: torch.Tensor) -> tuple[torch.Tensor | None, int]:
+    """Under data-parallel training, every rank's passages for the in-batch term, and this rank's offset.
+
+    The gather keeps gradients for this rank's rows (sentence-transformers' `all_gather_with_grad`,
+    as its MultipleNegativesRankingLoss does with `gather_across_devices`), so each worker's queries
+    see the whole global batch as negatives, as one process with the global batch would. Outside
+    DDP, or when ranks hold batches of different sizes (a short last batch), the term stays local.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None, 0
+    from sentence_transformers.util import all_gather, all_gather_with_grad
+
+    sizes = all_gather(torch.tensor([p.shape[0]], device=p.device))
+    if bool((sizes != p.shape[0]).any()):
+        return None, 0
+    pos = all_gather_with_grad(p[:, 0].contiguous())
+    neg = all_gather_with_grad(p[:, 1:].reshape(-1, p.shape[-1]).contiguous())
+    return torch.cat([pos, neg]), dist.get_rank() * p.shape[0]
 
 
 def training_rows(
@@ -146,13 +170,37 @@ def train(
     on_metrics: Callable[[str, float, int], None] | None = None,
     bf16: bool = False,
     projection: nn.Linear | None = None,
+    compute: ComputeConfig | None = None,
 ) -> Curves:
     """Fit `model` in place; return curves. Keeps the best epoch by dev nDCG@10 (pool).
 
     `bf16`: mixed precision (autocast to bfloat16; weights and optimizer stay float32), for CPUs with
     native bf16 (`kd.runtime.use_bf16`); on the reference box it was barely faster and scored lower.
     `projection`: the student->teacher map that `loss.embed` trains alongside (see `fit_projection`).
+    `cfg.workers` > 1: data-parallel on Ray Train (`train_on_ray`), on the cluster `compute` names.
     """
+    if cfg.workers < 1:
+        raise ConfigError(f"train.workers={cfg.workers} must be >= 1 (1 = one process; N = N data-parallel workers on Ray)")
+    if cfg.workers > 1:
+        return train_on_ray(model, rows, evaluator, loss_cfg, cfg, seed, work_dir, on_metrics, bf16, projection,
+                            compute or ComputeConfig())  # fmt: skip
+    return _fit(model, rows, evaluator, loss_cfg, cfg, seed, work_dir, on_metrics, bf16, projection)
+
+
+def _fit(
+    model: Any,
+    rows: dict[str, list[Any]],
+    evaluator: Any,
+    loss_cfg: LossConfig,
+    cfg: TrainConfig,
+    seed: int,
+    work_dir: Path,
+    on_metrics: Callable[[str, float, int], None] | None,
+    bf16: bool,
+    projection: nn.Linear | None,
+    use_cpu: bool = True,
+) -> Curves:
+    """One process's training; under Ray Train each worker runs this and the HF trainer does the DDP."""
     from datasets import Dataset as HFDataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.training_args import BatchSamplers
@@ -163,7 +211,7 @@ def train(
     loss = DistillLoss(model, loss_cfg, projection)
     curves = Curves()
     n = len(rows["query"])
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    steps_per_epoch = math.ceil(n / (cfg.batch_size * cfg.workers))  # DDP: each step takes a batch per worker
     log_every = max(1, steps_per_epoch // 10)
     base = evaluator(model)
     curves.epochs.append({"epoch": 0, "dev_ndcg@10": base[VAL_METRIC]})
@@ -206,7 +254,7 @@ def train(
         logging_steps=log_every,
         seed=seed,
         data_seed=seed,
-        use_cpu=True,
+        use_cpu=use_cpu,
         bf16=bf16,
         report_to="none",
         disable_tqdm=False,
@@ -222,6 +270,87 @@ def train(
         callbacks=[Recorder()],
     )
     trainer.train()
+    return curves
+
+
+def train_on_ray(
+    model: Any,
+    rows: dict[str, list[Any]],
+    evaluator: Any,
+    loss_cfg: LossConfig,
+    cfg: TrainConfig,
+    seed: int,
+    work_dir: Path,
+    on_metrics: Callable[[str, float, int], None] | None,
+    bf16: bool,
+    projection: nn.Linear | None,
+    compute: ComputeConfig,
+) -> Curves:
+    """`train.workers` DDP workers on Ray Train's TorchTrainer around the same sentence-transformers trainer.
+
+    Ray starts the workers and the process group (gloo on CPU, NCCL when `compute.gpus_per_actor` > 0);
+    the HF trainer inside each worker shards the batches and averages gradients; the in-batch term sees
+    every rank's passages (`gathered_passages`). Rank 0 saves the kept epoch's weights and the curves
+    under `work_dir` (one machine, or storage every node shares); they are loaded back into `model`
+    here, and the curves replayed to `on_metrics`. A failed worker restarts the run up to
+    `compute.max_retries` times (from scratch: training is minutes, not hours, at this scale).
+    """
+    from kd.compute import ComputeError, init_ray, root_message
+
+    ray = init_ray(compute)
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    use_gpu = compute.gpus_per_actor > 0
+    have = ray.cluster_resources()
+    need = {"CPU": cfg.workers * compute.cpus_per_actor, "GPU": cfg.workers * compute.gpus_per_actor}
+    short = {k: v for k, v in need.items() if v > have.get(k, 0.0)}
+    if short:
+        raise ComputeError(
+            f"train.workers={cfg.workers} x (compute.cpus_per_actor={compute.cpus_per_actor}, "
+            f"compute.gpus_per_actor={compute.gpus_per_actor}) needs {short}, the cluster has "
+            f"{ {k: have.get(k, 0.0) for k in short} }: lower train.workers or the per-actor resources"
+        )
+    out = work_dir.resolve() / "ddp"
+
+    def loop(_: dict[str, Any]) -> None:  # runs in every worker, on a copy of the closure
+        import ray.train
+
+        curves = _fit(model, rows, evaluator, loss_cfg, cfg, seed, out / "trainer", None, bf16, projection,
+                      use_cpu=not use_gpu)  # fmt: skip
+        if ray.train.get_context().get_world_rank() == 0:
+            model.save(str(out / "model"), create_model_card=False)
+            write_text(out / "curves.json", json.dumps({"steps": curves.steps, "epochs": curves.epochs}))
+            if projection is not None:
+                torch.save(projection.state_dict(), out / "projection.pt")
+
+    resources = {"CPU": compute.cpus_per_actor, **({"GPU": compute.gpus_per_actor} if use_gpu else {})}
+    trainer = TorchTrainer(
+        loop,
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(name="train", storage_path=str(work_dir.resolve() / "ray"),
+                             failure_config=FailureConfig(max_failures=compute.max_retries)),  # fmt: skip
+    )
+    try:
+        trainer.fit()
+    except Exception as exc:  # noqa: BLE001 - Ray wraps the worker's error; name the keys instead
+        raise ComputeError(
+            f"data-parallel training failed ({root_message(exc)}): set train.workers=1 to train in one process, "
+            f"or check compute.address / compute.max_retries"
+        ) from exc
+    trained = type(model)(str(out / "model"), device=str(model.device))
+    model.load_state_dict(trained.state_dict())
+    if projection is not None:
+        projection.load_state_dict(torch.load(out / "projection.pt"))
+    raw = json.loads((out / "curves.json").read_text())
+    curves = Curves(steps=raw["steps"], epochs=raw["epochs"])
+    if on_metrics:
+        for row in curves.steps:
+            for k, v in row.items():
+                if k not in ("step", "epoch", "learning_rate"):
+                    on_metrics(f"loss_{k}", v, int(row["step"]))
+        for row in curves.epochs:
+            on_metrics("dev_pool_ndcg_at_10", row["dev_ndcg@10"], int(row["epoch"]))
     return curves
 
 

@@ -83,7 +83,7 @@ def main(p: Params) -> None:
         seed = p.train.seed_or(p.seed)
         curves = fit(
             model, rows, evaluator, p.loss, p.train, seed, Path(work), on_metrics=tr.metric, bf16=bf16,
-            projection=projection,
+            projection=projection, compute=p.compute,
         )  # fmt: skip
         model.max_seq_length = p.student.max_seq_length
         save_prompts(model, p.student)  # the saved student carries its own prefixes (checked at load)

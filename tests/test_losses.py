@@ -184,3 +184,14 @@ def test_embed_without_projection_or_teacher_embeddings_is_an_error():
         combined(q, p, torch.zeros(1, 2), LossConfig(0.0, 0.0, 0.0, embed=1.0))
     with pytest.raises(ValueError, match="projection"):
         combined(q, p, torch.zeros(1, 2), LossConfig(0.0, 0.0, 0.0, embed=1.0), q, p)
+
+
+def test_in_batch_infonce_offset_points_at_this_ranks_positives():
+    # rank 1 of 2 under DDP: its two queries' positives are rows 2 and 3 of the gathered passages
+    gathered = torch.eye(4)
+    q = torch.eye(4)[2:]
+    # each query scores 1 on its own positive, 0 on the 3 others: log(1 + 3/e) at T = 1
+    want = math.log(1 + 3 * math.exp(-1))
+    assert in_batch_infonce(q, gathered, 1.0, offset=2).item() == pytest.approx(want, abs=1e-6)
+    # without the offset the targets would be rows 0 and 1: a much larger loss (log(1 + e) + ...)
+    assert in_batch_infonce(q, gathered, 1.0).item() > want + 1.0

@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -181,10 +182,10 @@ def train(
     """
     if cfg.workers < 1:
         raise ConfigError(f"train.workers={cfg.workers} must be >= 1 (1 = one process; N = N data-parallel workers on Ray)")
+    job = partial(_fit, model, rows, evaluator, loss_cfg, cfg, seed, bf16=bf16, projection=projection)
     if cfg.workers > 1:
-        return train_on_ray(model, rows, evaluator, loss_cfg, cfg, seed, work_dir, on_metrics, bf16, projection,
-                            compute or ComputeConfig())  # fmt: skip
-    return _fit(model, rows, evaluator, loss_cfg, cfg, seed, work_dir, on_metrics, bf16, projection)
+        return train_on_ray(job, cfg.workers, work_dir, on_metrics, compute or ComputeConfig())
+    return job(work_dir, on_metrics)
 
 
 def _fit(
@@ -200,7 +201,8 @@ def _fit(
     projection: nn.Linear | None,
     use_cpu: bool = True,
 ) -> Curves:
-    """One process's training; under Ray Train each worker runs this and the HF trainer does the DDP."""
+    """One process's training (`train`'s arguments); under Ray Train every worker runs it and the HF
+    trainer does the DDP."""
     from datasets import Dataset as HFDataset
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.training_args import BatchSamplers
@@ -274,24 +276,18 @@ def _fit(
 
 
 def train_on_ray(
-    model: Any,
-    rows: dict[str, list[Any]],
-    evaluator: Any,
-    loss_cfg: LossConfig,
-    cfg: TrainConfig,
-    seed: int,
+    job: partial[Curves],
+    workers: int,
     work_dir: Path,
     on_metrics: Callable[[str, float, int], None] | None,
-    bf16: bool,
-    projection: nn.Linear | None,
     compute: ComputeConfig,
 ) -> Curves:
-    """`train.workers` DDP workers on Ray Train's TorchTrainer around the same sentence-transformers trainer.
+    """`workers` DDP workers on Ray Train's TorchTrainer, each running `job` (`_fit` bound to `train`'s arguments).
 
     Ray starts the workers and the process group (gloo on CPU, NCCL when `compute.gpus_per_actor` > 0);
     the HF trainer inside each worker shards the batches and averages gradients; the in-batch term sees
     every rank's passages (`gathered_passages`). Rank 0 saves the kept epoch's weights and the curves
-    under `work_dir` (one machine, or storage every node shares); they are loaded back into `model`
+    under `work_dir` (one machine, or storage every node shares); they are loaded back into the model
     here, and the curves replayed to `on_metrics`. A failed worker restarts the run up to
     `compute.max_retries` times (from scratch: training is minutes, not hours, at this scale).
     """
@@ -303,11 +299,12 @@ def train_on_ray(
 
     use_gpu = compute.gpus_per_actor > 0
     have = ray.cluster_resources()
-    need = {"CPU": cfg.workers * compute.cpus_per_actor, "GPU": cfg.workers * compute.gpus_per_actor}
+    model, projection = job.args[0], job.keywords["projection"]
+    need = {"CPU": workers * compute.cpus_per_actor, "GPU": workers * compute.gpus_per_actor}
     short = {k: v for k, v in need.items() if v > have.get(k, 0.0)}
     if short:
         raise ComputeError(
-            f"train.workers={cfg.workers} x (compute.cpus_per_actor={compute.cpus_per_actor}, "
+            f"train.workers={workers} x (compute.cpus_per_actor={compute.cpus_per_actor}, "
             f"compute.gpus_per_actor={compute.gpus_per_actor}) needs {short}, the cluster has "
             f"{ {k: have.get(k, 0.0) for k in short} }: lower train.workers or the per-actor resources"
         )
@@ -316,18 +313,17 @@ def train_on_ray(
     def loop(_: dict[str, Any]) -> None:  # runs in every worker, on a copy of the closure
         import ray.train
 
-        curves = _fit(model, rows, evaluator, loss_cfg, cfg, seed, out / "trainer", None, bf16, projection,
-                      use_cpu=not use_gpu)  # fmt: skip
+        curves = job(out / "trainer", None, use_cpu=not use_gpu)
         if ray.train.get_context().get_world_rank() == 0:
-            model.save(str(out / "model"), create_model_card=False)
+            job.args[0].save(str(out / "model"), create_model_card=False)  # this worker's copy, now trained
             write_text(out / "curves.json", json.dumps({"steps": curves.steps, "epochs": curves.epochs}))
-            if projection is not None:
-                torch.save(projection.state_dict(), out / "projection.pt")
+            if job.keywords["projection"] is not None:
+                torch.save(job.keywords["projection"].state_dict(), out / "projection.pt")
 
     resources = {"CPU": compute.cpus_per_actor, **({"GPU": compute.gpus_per_actor} if use_gpu else {})}
     trainer = TorchTrainer(
         loop,
-        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu, resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=RunConfig(name="train", storage_path=str(work_dir.resolve() / "ray"),
                              failure_config=FailureConfig(max_failures=compute.max_retries)),  # fmt: skip
     )

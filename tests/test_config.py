@@ -95,6 +95,13 @@ def test_smoke_experiment_shrinks_data():
     assert smoke.data.name == full.data.name  # only sizes change
 
 
+def test_full_experiment_lengthens_only_the_student():
+    default = params_from_dict(compose())
+    full = params_from_dict(compose(["+experiment=full"]))
+    assert full.student.max_seq_length == full.train.max_seq_length == 256 > default.student.max_seq_length
+    assert full.teacher == default.teacher and full.data == default.data and full.loss == default.loss
+
+
 @pytest.mark.parametrize(
     ("override", "check"),
     [

@@ -132,7 +132,7 @@ class Workspace:
 def load_workspace(root: Path, max_passages: int = 2000, seed: int = 13) -> Workspace:
     """The pipeline's params, student and data under `root`, with the fallbacks noted."""
     from kd.data.io import read_dataset
-    from kd.models import minilm_path
+    from kd.model_store import minilm_path
 
     notes: list[str] = []
     params_file = root / "params.yaml"

@@ -2,7 +2,7 @@
 
     python -m bench.compute_throughput [--passages 200] [--shard 25] [--model teacher|student]
 
-Encodes the first `--passages` corpus passages (by id) with the params' teacher (`kd.models.load_teacher`,
+Encodes the first `--passages` corpus passages (by id) with the params' teacher (`kd.teacher.load_teacher`,
 all-mpnet-base-v2 by default) or the packaged student, once per mode. Reports, per mode, the wall time
 of the whole pass (Ray: actor start and model load included; `ray.init` timed apart) and the
 steady-state rate: passages / the actors' summed busy seconds per shard, times the actors. Each mode

@@ -36,7 +36,8 @@ import numpy as np
 from kd.atomic import atomic_dir
 from kd.config import check_backend
 from kd.errors import ConfigError, ModelLoadError
-from kd.models import load_bi_encoder, model_fingerprint, resolve
+from kd.model_store import model_fingerprint, resolve
+from kd.models import load_bi_encoder
 from kd.paths import cache_dir
 from kd.runtime import QUANT_CONFIGS, QuantConfig, ort_session_options, package_versions, pick_quant_config
 

@@ -37,8 +37,10 @@ from kd.atomic import atomic_path, write_text
 from kd.backends import load_student
 from kd.config import COMPUTE_BACKENDS, ComputeConfig, ModelConfig
 from kd.errors import ArtifactError, ConfigError, KDError
-from kd.models import BiEncoderTeacher, encode, load_teacher, model_fingerprint, resolve
+from kd.model_store import model_fingerprint, resolve
+from kd.models import encode
 from kd.runtime import use_bf16
+from kd.teacher import BiEncoderTeacher, load_teacher
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ class ModelSpec:
     """What a worker loads, as plain config: picklable, so Ray ships this instead of the model.
 
     `role=student`: `kd.backends.load_student(model_dir or cfg.model, cfg.corpus_backend, ...)`;
-    `role=teacher`: `kd.models.load_teacher(cfg)` (bi- or cross-encoder). `text` picks the prefix
+    `role=teacher`: `kd.teacher.load_teacher(cfg)` (bi- or cross-encoder). `text` picks the prefix
     `encode_texts` applies: `passage` or `query`.
     """
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 
 from kd.metrics import Run, cut
-from kd.models import Teacher
+from kd.teacher import Teacher
 from kd.teacher_corpus import TeacherCorpus
 
 PairScorer = Callable[[list[tuple[str, str]]], np.ndarray]  # (qid, docid) pairs -> teacher scores

@@ -1,4 +1,5 @@
-"""Teacher scoring with a content-addressed cache, and the chunked, resumable group scorer.
+"""The teacher: one `Teacher` interface for bi- and cross-encoders, its content-addressed cache, and the
+chunked, resumable group scorer.
 
 The teacher dominates pipeline time (mpnet: ~7 passages/s on 2 cores), so every distinct text is
 encoded once and kept on disk in `<cache>/teacher/<model key>/` as append-only shards. The
@@ -20,7 +21,7 @@ import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
@@ -28,17 +29,93 @@ from tqdm import tqdm
 
 from kd.atomic import atomic_path
 from kd.config import ModelConfig
-from kd.errors import ConfigError
-from kd.models import BiEncoderTeacher, CrossEncoderTeacher, model_fingerprint, resolve
+from kd.errors import ConfigError, ModelLoadError
+from kd.model_store import model_fingerprint, resolve
+from kd.models import encode, load_bi_encoder, load_cross_encoder
 from kd.paths import STALE_AFTER_DAYS, sweep_stale
-from kd.runtime import package_versions, use_bf16
+from kd.runtime import autocast, package_versions, use_bf16
 from kd.teacher_corpus import TeacherCorpus
+
+if TYPE_CHECKING:
+    from sentence_transformers import CrossEncoder, SentenceTransformer
 
 NUMERIC_PACKAGES = ("torch", "transformers", "sentence-transformers")
 SCORE_NORMS = ("none", "standardize")
 CROSS_ENCODER_SCORES = "raw-logits"  # cache folder suffix: pair scores once held sigmoid probabilities
 
 log = logging.getLogger(__name__)
+
+
+class Teacher(Protocol):
+    """Scores (query, passage) pairs; higher = more relevant. One interface for both kinds."""
+
+    name: str
+
+    def score(self, queries: list[str], passages: list[str], progress: bool = False) -> np.ndarray: ...
+
+
+class BiEncoderTeacher:
+    """Cosine of embeddings. Each distinct text is encoded once per call (passages repeat a lot)."""
+
+    def __init__(self, cfg: ModelConfig, model: SentenceTransformer | None = None) -> None:
+        self.name = cfg.model
+        self.cfg = cfg
+        self.model = model or load_bi_encoder(cfg.model, cfg.max_seq_length)
+
+    def encode_queries(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        return encode(self.model, texts, self.cfg.query_prefix, self.cfg.batch_size, progress, self.cfg.dtype)
+
+    def encode_passages(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        return encode(self.model, texts, self.cfg.passage_prefix, self.cfg.batch_size, progress, self.cfg.dtype)
+
+    def score(self, queries: list[str], passages: list[str], progress: bool = False) -> np.ndarray:
+        uq = list(dict.fromkeys(queries))
+        up = list(dict.fromkeys(passages))
+        qe = self.encode_queries(uq)
+        pe = self.encode_passages(up, progress)
+        qi = {t: i for i, t in enumerate(uq)}
+        pi = {t: i for i, t in enumerate(up)}
+        q = qe[[qi[t] for t in queries]]
+        p = pe[[pi[t] for t in passages]]
+        return np.einsum("ij,ij->i", q, p).astype(np.float32)
+
+
+class CrossEncoderTeacher:
+    """A sentence-transformers CrossEncoder's raw logit for each pair (two labels: relevant minus not).
+
+    Raw, not `predict`'s default sigmoid: probabilities squash the margins that Margin-MSE and the
+    listwise KL learn from; the scale is matched to the student per group (`teacher.score_norm`).
+    """
+
+    def __init__(self, cfg: ModelConfig, model: CrossEncoder | None = None) -> None:
+        self.name = cfg.model
+        self.cfg = cfg
+        self.model = model or load_cross_encoder(cfg.model, cfg.max_seq_length)
+
+    def score(self, queries: list[str], passages: list[str], progress: bool = False) -> np.ndarray:
+        import torch
+
+        pairs = [(self.cfg.query_prefix + q, self.cfg.passage_prefix + p) for q, p in zip(queries, passages)]
+        with autocast(self.cfg.dtype):
+            out = self.model.predict(
+                pairs,  # type: ignore[arg-type]
+                batch_size=self.cfg.batch_size,
+                show_progress_bar=progress,
+                activation_fn=torch.nn.Identity(),
+                apply_softmax=False,
+            )
+        logits = np.asarray(out, dtype=np.float32).reshape(len(pairs), -1)
+        return logits[:, 0] if logits.shape[1] == 1 else logits[:, -1] - logits[:, 0]
+
+
+def load_teacher(cfg: ModelConfig) -> BiEncoderTeacher | CrossEncoderTeacher:
+    if cfg.kind == "bi_encoder":
+        return BiEncoderTeacher(cfg)
+    if cfg.kind == "cross_encoder":
+        return CrossEncoderTeacher(cfg)
+    raise ModelLoadError(
+        f"teacher.kind={cfg.kind!r} is unknown: use 'bi_encoder' or 'cross_encoder' (conf/teacher/)"
+    )
 
 
 def model_key(cfg: ModelConfig) -> str:

@@ -33,7 +33,7 @@ from service.schemas import Limits, ReadyInfo, RegistryInfo, StudentInfo, Teache
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from kd.models import Teacher
+    from kd.teacher import Teacher
     from kd.teacher_corpus import TeacherCorpus
 
 log = logging.getLogger("service")
@@ -240,7 +240,7 @@ class Engine:
         if self.teacher is None:
             raise RuntimeError("rerank requested but no teacher is loaded")
         if self._teacher_emb is not None:
-            from kd.models import BiEncoderTeacher
+            from kd.teacher import BiEncoderTeacher
 
             assert isinstance(self.teacher, BiEncoderTeacher)
             with self._teacher_lock:
@@ -389,8 +389,9 @@ def load_engine(settings: Settings) -> Engine:
     """Validate, then load everything once. Every failure is a KDError whose message names the fix."""
     from kd import index as kd_index
     from kd.backends import load_student
-    from kd.models import check_prompts, load_teacher
+    from kd.models import check_prompts
     from kd.runtime import configure_threads
+    from kd.teacher import load_teacher
 
     check_service_config(settings.service)
     student_dir, registry = resolve_student(settings)

@@ -27,10 +27,10 @@ from kd.evaluation import (
     view_pair_scorer,
 )
 from kd.metrics import MEASURES, Run, evaluate, paired_test, per_query, read_trec, write_trec
-from kd.models import BiEncoderTeacher, check_prompts, encode, load_teacher
+from kd.models import check_prompts, encode
 from kd.paths import cache_dir
 from kd.runtime import corpus_encoder
-from kd.teacher import CachedTeacher
+from kd.teacher import BiEncoderTeacher, CachedTeacher, load_teacher
 
 STUDENT = Path("artifacts/student")
 RUNS = Path("artifacts/runs")

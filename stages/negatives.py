@@ -26,10 +26,9 @@ from kd.config import Params
 from kd.data.io import judged, passage_text, read_dataset
 from kd.errors import DataError
 from kd.metrics import Run, read_trec
-from kd.models import BiEncoderTeacher, load_teacher
 from kd.paths import cache_dir
 from kd.pseudo import pseudo_queries
-from kd.teacher import CachedTeacher
+from kd.teacher import BiEncoderTeacher, CachedTeacher, load_teacher
 
 OUT = Path("artifacts/negatives.parquet")
 TEACHER_CORPUS = Path("artifacts/teacher_corpus")

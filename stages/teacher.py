@@ -21,9 +21,16 @@ from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
 from kd.errors import DataError
-from kd.models import BiEncoderTeacher, load_teacher
 from kd.paths import cache_dir
-from kd.teacher import CachedTeacher, model_key, normalize_groups, normalize_scores, score_groups
+from kd.teacher import (
+    BiEncoderTeacher,
+    CachedTeacher,
+    load_teacher,
+    model_key,
+    normalize_groups,
+    normalize_scores,
+    score_groups,
+)
 
 NEGATIVES = Path("artifacts/negatives.parquet")
 TEACHER_CORPUS = Path("artifacts/teacher_corpus")

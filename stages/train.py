@@ -17,9 +17,10 @@ from kd.data.io import passage_text, read_dataset
 from kd.errors import DataError
 from kd.evaluation import teacher_run
 from kd.metrics import read_trec
-from kd.models import BiEncoderTeacher, load_bi_encoder, load_teacher, save_prompts
+from kd.models import load_bi_encoder, save_prompts
 from kd.paths import cache_dir
 from kd.runtime import use_bf16
+from kd.teacher import BiEncoderTeacher, load_teacher
 from kd.train import VAL_METRIC, dev_evaluator, fit_projection, training_rows
 from kd.train import train as fit
 

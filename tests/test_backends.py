@@ -16,7 +16,8 @@ pytest.importorskip("optimum.onnxruntime")
 from kd import backends  # noqa: E402
 from kd.config import BACKENDS  # noqa: E402
 from kd.errors import ConfigError  # noqa: E402
-from kd.models import encode, minilm_path, model_fingerprint  # noqa: E402
+from kd.model_store import minilm_path, model_fingerprint  # noqa: E402
+from kd.models import encode
 from kd.runtime import pick_quant_config  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

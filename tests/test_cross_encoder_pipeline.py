@@ -19,8 +19,9 @@ from scipy.stats import kendalltau
 
 from kd.config import load_params
 from kd.data.io import passage_text, read_dataset
-from kd.models import MODEL_CACHE, TINY_CE_DIR, encode, load_bi_encoder, load_teacher
-from kd.teacher import normalize_scores
+from kd.model_store import MODEL_CACHE, TINY_CE_DIR
+from kd.models import encode, load_bi_encoder
+from kd.teacher import load_teacher, normalize_scores
 from tests.pipeline_fixtures import SMOKE, copy_repo, sh, shared_cache
 
 

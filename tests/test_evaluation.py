@@ -5,7 +5,7 @@ import pytest
 
 from kd.config import ModelConfig
 from kd.evaluation import gap_summary, markdown_table, rerank, teacher_run, text_pair_scorer, view_pair_scorer
-from kd.models import BiEncoderTeacher, load_teacher
+from kd.teacher import BiEncoderTeacher, load_teacher
 from kd.teacher_corpus import TeacherCorpus
 
 DOCS = {

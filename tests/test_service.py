@@ -30,7 +30,8 @@ from kd import index as kd_index
 from kd.config import Params, load_params
 from kd.data.io import passage_text
 from kd.errors import ArtifactError
-from kd.models import BiEncoderTeacher, encode
+from kd.models import encode
+from kd.teacher import BiEncoderTeacher
 from service.app import create_app
 from service.engine import Engine, Settings, load_engine, validate_artifacts
 from service.ops import RequestIdFilter

@@ -1,4 +1,4 @@
-"""kd.teacher: the content-addressed cache, the chunked, resumable group scorer (real MiniLM teacher),
+"""kd.teacher: both teacher kinds (raw cross-encoder logits, prefixes), the content-addressed cache, the chunked, resumable group scorer (real MiniLM teacher),
 score normalisation, and concurrent writers (two real processes over one cache)."""
 
 from __future__ import annotations
@@ -12,12 +12,16 @@ import pandas as pd
 import pytest
 
 from kd.config import ModelConfig
-from kd.errors import ConfigError
-from kd.models import BiEncoderTeacher, load_teacher
+from kd.errors import ConfigError, ModelLoadError
+from kd.model_store import minilm_path, tiny_cross_encoder_pairs, tiny_cross_encoder_path
+from kd.models import encode, untrained_head
 from kd.teacher import (
+    BiEncoderTeacher,
     CachedTeacher,
+    CrossEncoderTeacher,
     VectorCache,
     group_fingerprint,
+    load_teacher,
     model_key,
     normalize_groups,
     normalize_scores,
@@ -239,3 +243,91 @@ def test_two_processes_share_one_cache_safely(tmp_path: Path) -> None:
     assert all(len(list(f.glob("part-*.parquet"))) == 30 for f in folders)
     leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     assert not leftovers  # every file arrived by rename
+
+
+# Both teacher kinds behind one interface
+
+QUERY = "How do I copy a file in Python?"
+PARAPHRASE = "What is the way to duplicate a file using Python?"
+UNRELATED = "The weather in Paris is sunny and warm today."
+
+
+def test_bi_encoder_teacher_scores(minilm):
+    teacher = BiEncoderTeacher(ModelConfig(model="minilm", batch_size=2, dtype="float32"), model=minilm)
+    scores = teacher.score([QUERY, QUERY, QUERY], [PARAPHRASE, UNRELATED, PARAPHRASE])
+    assert scores.shape == (3,) and scores.dtype == np.float32
+    assert scores[0] > scores[1]
+    assert scores[0] == pytest.approx(scores[2], abs=1e-6)  # repeated pairs encoded once, same score
+    q, p = encode(minilm, [QUERY, UNRELATED])
+    assert scores[1] == pytest.approx(float(q @ p), abs=1e-5)
+    bf16 = BiEncoderTeacher(ModelConfig(model="minilm", batch_size=2, dtype="bfloat16"), model=minilm)
+    assert bf16.score([QUERY, QUERY], [PARAPHRASE, UNRELATED]) == pytest.approx(scores[:2], abs=5e-3)
+
+
+@pytest.fixture(scope="module")
+def tiny_ce() -> str:
+    """The packaged cross-encoder stand-in (built once into .cache/models/, seconds)."""
+    return str(tiny_cross_encoder_path())
+
+
+def _raw_logits(model, pairs: list[tuple[str, str]]) -> np.ndarray:
+    """The Hugging Face model's own logits, bypassing sentence-transformers' predict()."""
+    import torch
+
+    from kd.model_store import cross_encoder_module
+
+    module = cross_encoder_module(model)
+    enc = module.tokenizer([q for q, _ in pairs], [p for _, p in pairs], padding=True, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        return module.auto_model(**enc).logits.float().numpy()
+
+
+def test_cross_encoder_teacher_scores_raw_logits(tiny_ce):
+    """Bug: CrossEncoder.predict applied a sigmoid, so the student learnt probabilities."""
+    cfg = ModelConfig(name="tiny", kind="cross_encoder", model=tiny_ce, max_seq_length=64, batch_size=2, dtype="float32")
+    teacher = load_teacher(cfg)
+    assert isinstance(teacher, CrossEncoderTeacher)
+    scores = teacher.score([QUERY] * 3, [PARAPHRASE, UNRELATED, PARAPHRASE])
+    assert scores.shape == (3,) and scores.dtype == np.float32
+    assert scores[0] == pytest.approx(scores[2], abs=1e-5)
+    assert teacher.model.max_seq_length == 64
+    logits = _raw_logits(teacher.model, [(QUERY, PARAPHRASE), (QUERY, UNRELATED)])[:, 0]
+    assert scores[:2] == pytest.approx(logits, abs=1e-4)
+    assert not np.allclose(scores[:2], 1 / (1 + np.exp(-logits)), atol=1e-3)  # not squashed
+    assert scores[0] > scores[1]  # a trained head: the related passage ranks first
+
+
+def test_two_label_head_scores_relevant_minus_not(tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    CrossEncoder(str(minilm_path()), num_labels=2).save(str(tmp_path))  # saved head: not "newly initialised"
+    teacher = load_teacher(ModelConfig(kind="cross_encoder", model=str(tmp_path), max_seq_length=64, dtype="float32"))
+    logits = _raw_logits(teacher.model, [(QUERY, PARAPHRASE), (QUERY, UNRELATED)])
+    assert teacher.score([QUERY] * 2, [PARAPHRASE, UNRELATED]) == pytest.approx(logits[:, 1] - logits[:, 0], abs=1e-4)
+
+
+def test_e5_prefixes_applied(minilm):
+    plain = BiEncoderTeacher(ModelConfig(model="minilm"), model=minilm)
+    e5 = BiEncoderTeacher(ModelConfig(model="minilm", query_prefix="query: ", passage_prefix="passage: "), model=minilm)
+    assert not np.allclose(plain.encode_queries([QUERY]), e5.encode_queries([QUERY]))
+    assert np.allclose(e5.encode_queries([QUERY]), encode(minilm, ["query: " + QUERY]), atol=1e-6)
+    assert np.allclose(e5.encode_passages([QUERY]), encode(minilm, ["passage: " + QUERY]), atol=1e-6)
+
+
+def test_uncached_cross_encoder_teacher_fails_the_same_way():
+    cfg = ModelConfig(kind="cross_encoder", model="BAAI/bge-reranker-large")
+    with pytest.raises(ModelLoadError, match=r"(?s)'BAAI/bge-reranker-large'.*HF_HUB_OFFLINE=1"):
+        load_teacher(cfg)
+
+
+def test_unknown_teacher_kind():
+    with pytest.raises(ModelLoadError, match=r"teacher\.kind='colbert'"):
+        load_teacher(ModelConfig(kind="colbert", model="minilm"))
+
+
+def test_tiny_cross_encoder_ranks_by_overlap(tiny_ce):
+    teacher = load_teacher(ModelConfig(kind="cross_encoder", model="tiny_cross_encoder", max_seq_length=64))
+    pairs, labels = tiny_cross_encoder_pairs(16, seed=99)  # unseen pairs from the same recipe
+    s = teacher.score([q for q, _ in pairs], [d for _, d in pairs]).reshape(-1, 2)
+    assert (s[:, 0] > s[:, 1]).mean() >= 0.75, s
+    assert untrained_head(teacher.model, tiny_ce) == []

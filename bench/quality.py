@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--backends",
         default="torch,onnx,onnx-int8,onnx-int8:full",
-        help="comma-separated; `onnx-int8:full` = the int8 recipe that quantizes every op (kd.backends.RECIPES)",
+        help="comma-separated; `onnx-int8:full` = the int8 recipe that quantizes every op (kd.onnx_export.RECIPES)",
     )
     ap.add_argument("--max-passages", type=int, default=2000, help="size of the docs slice")
     ap.add_argument("--use-data", action="store_true", help="use <root>/data (the pipeline's dataset) instead")

@@ -1,10 +1,8 @@
-"""Student backends (kd.backends): ONNX / int8 export of the packaged MiniLM, parity with PyTorch, reuse."""
+"""Student backends (kd.backends): parity of ONNX and int8 with PyTorch, the fast query encoder, bf16."""
 
 from __future__ import annotations
 
 import os
-import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +14,8 @@ pytest.importorskip("optimum.onnxruntime")
 from kd import backends  # noqa: E402
 from kd.config import BACKENDS  # noqa: E402
 from kd.errors import ConfigError  # noqa: E402
-from kd.model_store import minilm_path, model_fingerprint  # noqa: E402
 from kd.models import encode
-from kd.runtime import pick_quant_config  # noqa: E402
+from tests.onnx_fixtures import Exported  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -36,23 +33,6 @@ QUERY, PARAPHRASE, UNRELATED = (
 )
 
 
-@dataclass
-class Exported:
-    src: Path
-    onnx_dir: Path
-    int8_dir: Path
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory) -> Exported:
-    root = tmp_path_factory.mktemp("backends")
-    src = root / "student"
-    shutil.copytree(minilm_path(), src)
-    onnx_dir = backends.export_onnx(src, root / "export-onnx")
-    int8_dir = backends.export_onnx(src, root / "export-int8", quantize=True, float_export=onnx_dir)
-    return Exported(src, onnx_dir, int8_dir)
-
-
 @pytest.fixture(scope="module")
 def embeddings(exported: Exported) -> dict[str, np.ndarray]:
     dirs = {"torch": None, "onnx": exported.onnx_dir, "onnx-int8": exported.int8_dir}
@@ -62,21 +42,6 @@ def embeddings(exported: Exported) -> dict[str, np.ndarray]:
         assert model.max_seq_length == 128
         out[backend] = encode(model, TEXTS + [QUERY, PARAPHRASE, UNRELATED])
     return out
-
-
-def test_export_layout(exported: Exported) -> None:
-    assert (exported.onnx_dir / "onnx" / "model.onnx").is_file()  # the plain export int8 quantizes
-    assert (exported.onnx_dir / backends.SERVING_FILE).is_file()  # what backend `onnx` loads
-    assert (backends.read_marker(exported.onnx_dir) or {}).get("optimization") == "O3"
-    int8_files = sorted(p.name for p in (exported.int8_dir / "onnx").glob("*.onnx"))
-    assert int8_files == [f"model_qint8_{pick_quant_config()}.onnx"]  # the float model is not kept
-    marker = backends.read_marker(exported.int8_dir)
-    assert marker is not None and marker["quantize"] is True and marker["recipe"] == "accurate"
-    # MiniLM-L6: per layer, attention's two activation MatMuls and the FFN output projection stay float
-    assert len(marker["kept_float"]) == 6 * 3
-    assert marker["fingerprint"] == model_fingerprint(exported.src)
-    leftovers = [p.name for p in exported.onnx_dir.parent.iterdir() if p.name.endswith(".tmp")]
-    assert leftovers == []  # atomic: no temp folder left behind
 
 
 @pytest.mark.parametrize(("backend", "min_cos"), [("onnx", 0.99), ("onnx-int8", 0.95)])
@@ -94,40 +59,11 @@ def test_paraphrase_ranks_above_unrelated(embeddings: dict[str, np.ndarray], bac
     assert float(q @ para) > float(q @ unrel) + 0.2
 
 
-def test_export_is_reused(exported: Exported) -> None:
-    for out, quantize in ((exported.onnx_dir, False), (exported.int8_dir, True)):
-        marker = backends.read_marker(out)
-        assert marker is not None
-        onnx_file = out / marker["file_name"]
-        before = (onnx_file.stat().st_mtime_ns, (out / backends.MARKER).stat().st_mtime_ns)
-        assert backends.export_onnx(exported.src, out, quantize=quantize) == out
-        after = (onnx_file.stat().st_mtime_ns, (out / backends.MARKER).stat().st_mtime_ns)
-        assert after == before
-
-
-def test_changed_checkpoint_is_stale(exported: Exported, tmp_path: Path) -> None:
-    src = tmp_path / "student"
-    shutil.copytree(exported.src, src)
-    assert backends.is_fresh(exported.onnx_dir, model_fingerprint(src), backends.SERVING_FILE)
-    (src / "modules.json").write_text((src / "modules.json").read_text() + "\n")
-    assert not backends.is_fresh(exported.onnx_dir, model_fingerprint(src), backends.SERVING_FILE)
-
-
 def test_unknown_backend_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"student\.backend='tensorrt'.*torch, onnx, onnx-int8"):
         backends.load_student(tmp_path, "tensorrt")
     with pytest.raises(ConfigError, match=r"student\.backend"):
         backends.default_export_dir(tmp_path, "openvino")
-
-
-def test_unknown_int8_recipe_is_a_config_error(exported: Exported, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="recipe"):
-        backends.export_onnx(exported.src, tmp_path / "out", quantize=True, recipe="fast")  # type: ignore[arg-type]
-
-
-def test_export_needs_a_model_folder(tmp_path: Path) -> None:
-    with pytest.raises(Exception, match="modules.json"):
-        backends.export_onnx(tmp_path, tmp_path / "out")
 
 
 @pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])

@@ -6,9 +6,6 @@ waits for both result columns. Skips (with the install line) where chromium is n
 
 from __future__ import annotations
 
-import shutil
-import socket
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,25 +18,10 @@ import pytest
 from kd.config import load_params
 from service.app import create_app
 from service.engine import Settings
+from tests.browser_fixtures import free_port, needs_chromium
 from tests.service_fixtures import teacher_corpus_dir
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER), reason="needs Debian's chromium: apt-get install -y chromium chromium-driver"
-)
-FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-dev-shm-usage", "--window-size=1280,1000",
-]  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +34,7 @@ def server_url(smoke_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     app = create_app(
         Settings(smoke_repo / "artifacts/student", smoke_repo / "artifacts/index", params, teacher_corpus_dir=tc)
     )
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -65,25 +47,6 @@ def server_url(smoke_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     finally:
         server.should_exit = True
         thread.join(timeout=30)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="kd-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in [*FLAGS, f"--user-data-dir={profile}"]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=str(DRIVER)), options=options)
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_page_search_side_by_side(server_url: str, browser: Any) -> None:

@@ -1,12 +1,19 @@
-"""kd.tracking: a real MLflow sqlite store gets params, metrics and provenance tags."""
+"""kd.tracking: a real MLflow sqlite store gets params, metrics and provenance tags; `mlflow ui` shows them."""
 
 import dataclasses
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
+import mlflow
 import pytest
 
 from kd import tracking
 from kd.config import Params
+from tests.browser_fixtures import free_port, needs_chromium
 
 
 def test_run_logs_params_metrics_and_tags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,3 +84,42 @@ def test_train_and_evaluate_share_one_run(tmp_path: Path, monkeypatch: pytest.Mo
     with tracking.run("evaluate", Params(), run_id_file=run_file, resume=True):
         pass
     assert len(client.search_runs([exp.experiment_id])) == 2
+
+
+@needs_chromium
+def test_mlflow_ui_shows_runs_best_test_ndcg_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, browser: Any) -> None:
+    """What a person sees: `mlflow ui` (the command README gives) in a real browser at `tracking.ui_url`."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for name, test_ndcg, dev_ndcg in (("exp-high", 0.5987, 0.6422), ("exp-low", 0.5123, 0.6311)):  # newest first by default
+        monkeypatch.setenv("DVC_EXP_NAME", name)
+        with tracking.run("evaluate", Params()) as tr:
+            tr.metrics({"nDCG@10": test_ndcg}, prefix="test.kd.")
+            tr.metrics({"nDCG@10": dev_ndcg}, prefix="dev.kd.")
+    exp = mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name(tracking.EXPERIMENT)
+    port = free_port()
+    ui = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--workers", "1", "--host", "127.0.0.1",
+         "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(base + "/health", timeout=2).status == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        browser.get(tracking.ui_url(exp.experiment_id, base))
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(browser, 90).until(lambda d: "exp-low" in d.find_element("tag name", "body").text)
+        text = browser.find_element("tag name", "body").text
+        assert "test.kd.nDCG_at_10" in text and "dev.kd.nDCG_at_10" in text  # the saved view's columns
+        assert "0.5987" in text and "0.6422" in text  # the values, not only the headers
+        assert text.index("exp-high") < text.index("exp-low")  # the view's sort: best test nDCG@10 first
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)

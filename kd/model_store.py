@@ -149,8 +149,8 @@ def tiny_cross_encoder_path(cache: Path = MODEL_CACHE) -> Path:
         ce = CrossEncoder(str(minilm_path()), num_labels=1, max_length=64, device="cpu")
     finally:
         hf_logging.set_verbosity(verbosity)
-    hf = _hf_model(ce)
-    tok = cross_encoder_module(ce).tokenizer
+    module = cross_encoder_module(ce)
+    hf, tok = module.auto_model, module.tokenizer
     hf.eval()
     with torch.no_grad():
         enc = tok([q for q, _ in pairs], [d for _, d in pairs], padding=True, truncation=True, max_length=64,
@@ -180,10 +180,6 @@ def cross_encoder_module(ce: CrossEncoder) -> Any:
         if hasattr(module, "auto_model"):
             return module
     raise ModelLoadError(f"{type(ce).__name__} holds no transformer module (sentence-transformers API changed?)")
-
-
-def _hf_model(ce: CrossEncoder) -> Any:
-    return cross_encoder_module(ce).auto_model
 
 
 PACKAGED = {"minilm": minilm_path, "mpnet": mpnet_path, "tiny_cross_encoder": tiny_cross_encoder_path}

@@ -21,9 +21,13 @@ import sys
 import time
 from pathlib import Path
 
+from kd.runtime import use_bf16
+
 OUT = Path("bench/results/ablation.csv")
 FIELDS = ["variant", "seed", "target", "dev_ndcg@10", "dev_untrained_ndcg@10", "dev_mrr@10", "dev_gap_closed",
-          "dev_student_over_teacher", "wall_s", "overrides"]  # fmt: skip
+          "dev_student_over_teacher", "wall_s", "cpu", "overrides"]  # fmt: skip
+MIXES = Path("bench/results/ablation_interpolate.csv")  # each run's dev-pool curve over WiSE-FT mixes
+MIX_FIELDS = ["variant", "seed", "interpolate", "dev_ndcg@10"]
 
 # name -> overrides on top of the committed params.yaml (each a `-S` of `dvc exp run`)
 BASE = ["mining.sources=[bm25]", "mining.pseudo_queries=0", "loss.sim_kl=0.0", "loss.embed=0.0"]
@@ -47,7 +51,8 @@ VARIANTS: dict[str, list[str]] = {
 def dev_numbers(target: str) -> dict[str, float]:
     if target == "train":
         m = json.loads(Path("artifacts/train/metrics.json").read_text())
-        return {"dev_ndcg@10": m["best_dev_pool_ndcg@10"], "dev_untrained_ndcg@10": m["untrained_dev_pool_ndcg@10"]}
+        saved = m.get("dev_pool_ndcg@10", m["best_dev_pool_ndcg@10"])  # the saved weights (after train.interpolate)
+        return {"dev_ndcg@10": saved, "dev_untrained_ndcg@10": m["untrained_dev_pool_ndcg@10"]}
     dev = json.loads(Path("metrics.json").read_text())["dev"]
     return {
         "dev_ndcg@10": dev["table"]["kd"]["nDCG@10"], "dev_untrained_ndcg@10": dev["table"]["untrained"]["nDCG@10"],
@@ -65,9 +70,19 @@ def run_variant(name: str, overrides: list[str], seed: int, target: str) -> dict
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    row: dict[str, object] = {"variant": name, "seed": seed, "target": target,
+    row: dict[str, object] = {"variant": name, "seed": seed, "target": target, "cpu": "bf16" if use_bf16("auto") else "no-bf16",
                               "wall_s": round(time.perf_counter() - started, 1), "overrides": " ".join(overrides)}  # fmt: skip
     row.update({k: round(v, 4) for k, v in dev_numbers(target).items()})
+    curve = Path("artifacts/train/interpolate.csv")
+    if curve.exists():
+        new = not MIXES.exists()
+        with curve.open(newline="") as src, MIXES.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=MIX_FIELDS)
+            if new:
+                writer.writeheader()
+            for r in csv.DictReader(src):
+                writer.writerow({"variant": name, "seed": seed, "interpolate": r["interpolate"],
+                                 "dev_ndcg@10": round(float(r["dev_ndcg@10"]), 4)})  # fmt: skip
     return row
 
 

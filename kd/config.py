@@ -165,6 +165,8 @@ class TrainConfig:
     dtype: str = "float32"  # auto | bfloat16 (mixed precision) | float32
     seed: int | None = None  # training's own seed (init order, shuffling); null = the top-level `seed`
     workers: int = 1  # > 1: data-parallel (DDP) workers on Ray Train, on the cluster of `compute`
+    interpolate: float = 1.0  # WiSE-FT: keep interpolate*trained + (1-interpolate)*initial weights (1 = trained)
+    interpolate_grid: list[float] = field(default_factory=list)  # also score these mixes on the dev pool (a curve)
 
     def seed_or(self, default: int) -> int:
         return default if self.seed is None else self.seed

@@ -149,9 +149,10 @@ class Curves:
 
     steps: list[dict[str, float]] = field(default_factory=list)
     epochs: list[dict[str, float]] = field(default_factory=list)
+    mixes: list[dict[str, float]] = field(default_factory=list)  # dev score per WiSE-FT mix (`wise_ft`)
 
     def write(self, out_dir: Path) -> None:
-        for name, rows in (("loss.csv", self.steps), ("dev.csv", self.epochs)):
+        for name, rows in (("loss.csv", self.steps), ("dev.csv", self.epochs), ("interpolate.csv", self.mixes)):
             if not rows:
                 continue
             with atomic_path(out_dir / name) as tmp, tmp.open("w", newline="") as fh:
@@ -348,6 +349,48 @@ def train_on_ray(
         for row in curves.epochs:
             on_metrics("dev_pool_ndcg_at_10", row["dev_ndcg@10"], int(row["epoch"]))
     return curves
+
+
+def interpolate_weights(
+    trained: dict[str, torch.Tensor], initial: dict[str, torch.Tensor], alpha: float
+) -> dict[str, torch.Tensor]:
+    """WiSE-FT (Wortsman et al., 2022): `alpha * trained + (1 - alpha) * initial`, tensor by tensor.
+
+    Mixing the fine-tuned weights back toward the pretrained ones keeps much of the fine-tuning gain
+    and gives back less of what pretraining knew; the student trains on headings and API names but
+    is asked questions, on corpora nobody tuned on. Integer buffers (position ids) come from `trained`.
+    """
+    if set(trained) != set(initial):
+        raise ValueError(f"weights differ in names: {sorted(set(trained) ^ set(initial))[:5]}")
+    return {
+        k: torch.lerp(initial[k].to(v.dtype), v, alpha) if v.is_floating_point() else v for k, v in trained.items()
+    }
+
+
+def wise_ft(
+    model: Any,
+    initial: dict[str, torch.Tensor],
+    evaluator: Any,
+    alpha: float,
+    grid: Iterable[float] = (),
+    known: dict[float, float] | None = None,
+) -> tuple[float, list[dict[str, float]]]:
+    """Leave `model` at `interpolate_weights(its weights, initial, alpha)`; return that model's dev
+    score and the dev curve over `grid`, `alpha` and `known` (mix -> dev score already measured: the
+    untrained and the trained model), sorted. Each point not in `known` costs one dev-pool pass."""
+    for key, values in (("train.interpolate", [alpha]), ("train.interpolate_grid", list(grid))):
+        if any(not 0.0 <= a <= 1.0 for a in values):
+            raise ConfigError(f"{key}={values} must lie in [0, 1] (1 = the trained weights, 0 = the untrained ones)")
+    trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    curve = []
+    for a in sorted(set(grid) | {alpha} | set(known or {})):
+        if known and a in known:
+            curve.append({"interpolate": a, "dev_ndcg@10": known[a]})
+            continue
+        model.load_state_dict(interpolate_weights(trained, initial, a))
+        curve.append({"interpolate": a, "dev_ndcg@10": float(evaluator(model)[VAL_METRIC])})
+    model.load_state_dict(interpolate_weights(trained, initial, alpha))
+    return next(r["dev_ndcg@10"] for r in curve if r["interpolate"] == alpha), curve
 
 
 def dev_evaluator(

@@ -21,7 +21,7 @@ from kd.models import load_bi_encoder, save_prompts
 from kd.paths import cache_dir
 from kd.runtime import use_bf16
 from kd.teacher import BiEncoderTeacher, load_teacher
-from kd.train import VAL_METRIC, dev_evaluator, fit_projection, training_rows
+from kd.train import VAL_METRIC, dev_evaluator, fit_projection, training_rows, wise_ft
 from kd.train import train as fit
 
 SCORES = Path("artifacts/teacher_scores.parquet")
@@ -64,6 +64,7 @@ def main(p: Params) -> None:
             dev_docs |= set(sorted(docs, key=lambda d: -docs[d])[: p.train.val_depth])
     evaluator = dev_evaluator(ds.queries["dev"], ds.qrels["dev"], {d: doc_text[d] for d in sorted(dev_docs)}, p.student)
     model = load_bi_encoder(p.student.model, p.train.max_seq_length)
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}  # for train.interpolate (WiSE-FT)
     projection = None
     if p.loss.embed and teacher_q is not None and view is not None:
         # loss.embed's student->teacher map starts at the least-squares fit over the training texts
@@ -86,17 +87,22 @@ def main(p: Params) -> None:
             model, rows, evaluator, p.loss, p.train, seed, Path(work), on_metrics=tr.metric, bf16=bf16,
             projection=projection, compute=p.compute,
         )  # fmt: skip
+        trained = curves.epochs[1:] or curves.epochs  # row 0 is the untrained model, which is never saved
+        best = max(trained, key=lambda r: r["dev_ndcg@10"])  # the epoch the trainer kept
+        known = {0.0: curves.epochs[0]["dev_ndcg@10"], 1.0: best["dev_ndcg@10"]}
+        dev_score, mixes = wise_ft(model, initial, evaluator, p.train.interpolate, p.train.interpolate_grid, known)
         model.max_seq_length = p.student.max_seq_length
         save_prompts(model, p.student)  # the saved student carries its own prefixes (checked at load)
         with atomic_dir(STUDENT) as tmp:
             model.save(str(tmp), create_model_card=False)  # the card holds a timestamp: same weights, same hash
+        curves.mixes = mixes
         curves.write(CURVES)
         tracking.register_student(STUDENT, model=model)
-        trained = curves.epochs[1:] or curves.epochs  # row 0 is the untrained model, which is never saved
-        best = max(trained, key=lambda r: r["dev_ndcg@10"])  # the epoch the trainer kept
         summary = {
             "best_epoch": best["epoch"],
             "best_dev_pool_ndcg@10": best["dev_ndcg@10"],
+            "interpolate": p.train.interpolate,
+            "dev_pool_ndcg@10": dev_score,  # the saved weights (= best_dev_pool_ndcg@10 unless train.interpolate < 1)
             "untrained_dev_pool_ndcg@10": curves.epochs[0]["dev_ndcg@10"],
             "dev_pool_size": len(dev_docs),
             "final_loss": curves.steps[-1]["total"] if curves.steps else float("nan"),

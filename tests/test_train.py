@@ -19,7 +19,7 @@ from kd.config import ComputeConfig, LossConfig, ModelConfig, TrainConfig
 from kd.errors import ConfigError, DataError
 from kd.losses import combined
 from kd.models import encode, load_bi_encoder
-from kd.train import Curves, dev_evaluator, fit_projection, train, training_rows
+from kd.train import Curves, dev_evaluator, fit_projection, interpolate_weights, train, training_rows, wise_ft
 
 STUDENT = ModelConfig(name="minilm", model="minilm", max_seq_length=32, batch_size=16, dtype="float32")
 TOPICS = [
@@ -191,3 +191,42 @@ def test_workers_must_be_positive(toy, tmp_path: Path) -> None:
     cfg = TrainConfig(workers=0)
     with pytest.raises(ConfigError, match="train.workers=0"):
         train(None, {}, None, LossConfig(), cfg, seed=1, work_dir=tmp_path)
+
+
+def test_interpolate_weights_mixes_floats_and_keeps_integer_buffers() -> None:
+    trained = {"w": torch.tensor([1.0, 3.0]), "ids": torch.tensor([5, 6])}
+    initial = {"w": torch.tensor([-1.0, 1.0]), "ids": torch.tensor([0, 1])}
+    mixed = interpolate_weights(trained, initial, 0.25)
+    assert mixed["w"].tolist() == [-0.5, 1.5]  # 0.25 * trained + 0.75 * initial
+    assert mixed["ids"].tolist() == [5, 6]
+    assert interpolate_weights(trained, initial, 1.0)["w"].tolist() == [1.0, 3.0]
+    with pytest.raises(ValueError, match="differ in names"):
+        interpolate_weights(trained, {"w": initial["w"]}, 0.5)
+
+
+def test_wise_ft_scores_the_grid_and_leaves_the_chosen_mix(toy) -> None:
+    queries, groups, _ = toy
+    model = load_bi_encoder("minilm", STUDENT.max_seq_length)
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():  # a "trained" model: every float weight moved
+        for v in model.state_dict().values():
+            if v.is_floating_point():
+                v.mul_(1.5)
+    trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    seen: list[float] = []
+
+    def evaluator(m) -> dict[str, float]:  # records which weights it was shown (by one tensor's scale)
+        name = next(k for k, v in m.state_dict().items() if v.is_floating_point() and v.abs().sum() > 0)
+        ratio = float(m.state_dict()[name].abs().sum() / initial[name].abs().sum())
+        seen.append(round(ratio, 3))
+        return {"dev_cosine_ndcg@10": ratio}
+
+    score, curve = wise_ft(model, initial, evaluator, 0.5, grid=[0.0, 0.25], known={0.0: 0.1, 1.0: 0.9})
+    assert [r["interpolate"] for r in curve] == [0.0, 0.25, 0.5, 1.0]
+    assert seen == [1.125, 1.25]  # known mixes are not re-scored; 0.25 and 0.5 are, at their own weights
+    assert [r["dev_ndcg@10"] for r in curve] == pytest.approx([0.1, 1.125, 1.25, 0.9])
+    assert score == pytest.approx(1.25)
+    name = next(k for k, v in initial.items() if v.is_floating_point())
+    assert torch.allclose(model.state_dict()[name], 0.5 * trained[name] + 0.5 * initial[name])
+    with pytest.raises(ConfigError, match=r"train.interpolate=\[1.5\]"):
+        wise_ft(model, initial, evaluator, 1.5)

@@ -2,6 +2,7 @@
 
     python -m bench.ablation                              # the variants below, seeds 1 2 3, full pipeline
     python -m bench.ablation --target train --only base embed   # stop after `train`: dev-pool nDCG@10
+    python -m bench.ablation --target train --set 'train.interpolate_grid=[0.5,0.75]'  # + WiSE-FT curves
 
 Each run is a real DVC experiment of the shipped pipeline (`dvc exp show` lists them; MLflow logs
 them). Only dev numbers are written: the sweep is for choosing, and test is never looked at to
@@ -91,6 +92,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     ap.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     ap.add_argument("--target", choices=["evaluate", "train"], default="evaluate")
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                    help="overrides added to every variant, e.g. train.interpolate_grid=[0.5,0.75]")  # fmt: skip
     args = ap.parse_args()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     if OUT.exists() and OUT.read_text().splitlines()[0] != ",".join(FIELDS):  # a column was added since
@@ -106,7 +109,7 @@ def main() -> None:
             writer.writeheader()
         for seed in args.seeds:  # seed-major: an interrupted sweep still compares variants on the same seeds
             for name in args.only:
-                row = run_variant(name, VARIANTS[name], seed, args.target)
+                row = run_variant(name, [*VARIANTS[name], *args.set], seed, args.target)
                 writer.writerow(row)
                 fh.flush()
                 print(row, flush=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import latency
+from bench import latency, seeds
 
 
 def test_latency_times_the_shipped_engine(smoke_repo: Path, smoke_cache: Path, tmp_path: Path, monkeypatch) -> None:
@@ -31,3 +31,21 @@ def test_latency_names_the_missing_artifact(smoke_repo: Path, tmp_path: Path) ->
     (tmp_path / "params.yaml").write_text((smoke_repo / "params.yaml").read_text())
     with pytest.raises(SystemExit, match=r"artifacts/student.*dvc repro train"):
         latency.main(["--root", str(tmp_path), "--no-rerank", "--out", str(tmp_path / "out")])
+
+
+def test_seeds_rows_and_markdown_carry_each_seed_and_the_mean() -> None:
+    def split(kd: float) -> dict:
+        table = {s: {"nDCG@10": v} for s, v in (("bm25", 0.2), ("untrained", 0.5), ("kd", kd), ("teacher", 0.7))}
+        return {"table": table, "student_over_teacher": kd / 0.7, "gap_closed": (kd - 0.5) / 0.2,
+                "kd_vs_untrained_ndcg@10": {"t_pvalue": 0.04}, "kd_ndcg@10_by_query_backend": {"onnx-int8": kd - 0.01}}  # fmt: skip
+
+    rows = []
+    for seed, kd in ((13, 0.6), (1, 0.64)):
+        new = seeds.rows_from_metrics({"dev": split(kd), "test": split(kd - 0.05)}, "cfg", seed, "bf16", "loss.embed=1.0")
+        assert [r["split"] for r in new] == ["dev", "test"] and set(new[0]) == set(seeds.FIELDS)
+        assert new[1]["kd nDCG@10"] == round(kd - 0.05, 4) and new[0]["kd+rerank@10 nDCG@10"] == ""  # not computed
+        rows += [{k: str(v) for k, v in r.items()} for r in new]
+    md = seeds.markdown(rows)
+    assert "## cfg: `loss.embed=1.0` + `train.seed=N`" in md
+    assert "**0.6200** (0.6000–0.6400)" in md and "**0.5700** (0.5500–0.5900)" in md  # dev and test KD: mean (range)
+    assert md.count("| dev | 13 | bf16 |") == 1 and "mean of 2" in md

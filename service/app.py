@@ -4,15 +4,21 @@ The request types come from the config (`service.schemas.request_types`), so han
 app inside `create_app` (no `from __future__ import annotations` here: Litestar reads the real types).
 
 Threads: plain searches and /encode run on a limiter of `service.search_workers` threads; reranks on
-a separate one of `service.max_concurrent_reranks`. A rerank that finds every rerank slot busy gets
-503 + Retry-After at once (it never queues), and plain searches never wait behind a rerank. Every
+`service.max_concurrent_reranks` threads of their own, at a lower priority (`service.rerank_nice`). A
+rerank that finds every rerank slot busy gets 503 + Retry-After at once (it never queues), and plain
+searches never wait behind a rerank. Every
 bad request gets a 4xx JSON `{"status_code", "detail"}` whose detail names the field and the limit.
 """
 
+import asyncio
 import logging
+import os
 import re
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -127,14 +133,31 @@ def _bad(detail: str) -> ValidationException:
     return ValidationException(detail=detail)
 
 
+def _lower_priority(nice: int) -> None:
+    """Thread initializer: this thread's nice value (Linux keeps one per thread; elsewhere a no-op)."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    except OSError as exc:  # a sandbox without setpriority: reranks just run at normal priority
+        logging.getLogger(__name__).warning("service.rerank_nice=%d not applied: %s", nice, exc)
+
+
 class Runner:
-    """Two thread pools: plain work (search, encode) and reranks; reranks beyond the cap get 503 at once."""
+    """Two thread pools: plain work (search, encode) and reranks; reranks beyond the cap get 503 at once.
+
+    Rerank threads are their own (never returned to the shared pool) and run at `service.rerank_nice`,
+    so on a box with few cores the scheduler gives plain searches the CPU first and a rerank takes
+    what is left: plain latency holds under rerank load, and reranks slow down instead.
+    """
 
     def __init__(self, cfg: ServiceConfig, metrics: Metrics) -> None:
         self.cfg = cfg
         self.metrics = metrics
         self.plain = anyio.CapacityLimiter(cfg.search_workers)
-        self.rerank_slots = anyio.CapacityLimiter(cfg.max_concurrent_reranks)
+        self.rerank_pool = ThreadPoolExecutor(
+            cfg.max_concurrent_reranks, "rerank", initializer=_lower_priority, initargs=(cfg.rerank_nice,)
+        )
         self.reranks = 0
 
     async def run_plain(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -152,11 +175,13 @@ class Runner:
             )
         self.reranks += 1
         self.metrics.reranks_in_flight.set(self.reranks)
-        try:
-            return await anyio.to_thread.run_sync(fn, *args, limiter=self.rerank_slots)
-        finally:
-            self.reranks -= 1
-            self.metrics.reranks_in_flight.set(self.reranks)
+        work = asyncio.get_running_loop().run_in_executor(self.rerank_pool, partial(fn, *args))
+        work.add_done_callback(self._rerank_done)  # the slot frees when the thread does, not when a client leaves
+        return await asyncio.shield(work)
+
+    def _rerank_done(self, _: "asyncio.Future[Any]") -> None:
+        self.reranks -= 1
+        self.metrics.reranks_in_flight.set(self.reranks)
 
 
 def _depth(engine: Engine, data: Any) -> int:
@@ -455,6 +480,11 @@ def create_app(settings: Settings, engine: Engine | None = None, log_access: boo
             cfg.rate_limit_per_minute or "off",
         )
 
+    async def shutdown(app: Litestar) -> None:
+        runner = getattr(app.state, "runner", None)
+        if runner is not None:
+            runner.rerank_pool.shutdown(wait=False, cancel_futures=True)
+
     components = None
     if auth:
         components = Components(
@@ -466,6 +496,7 @@ def create_app(settings: Settings, engine: Engine | None = None, log_access: boo
     return Litestar(
         route_handlers=build_handlers(cfg, auth),
         on_startup=[startup],
+        on_shutdown=[shutdown],
         dependencies={
             "engine": Provide(_engine, sync_to_thread=False),
             "runner": Provide(_runner, sync_to_thread=False),

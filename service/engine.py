@@ -95,6 +95,8 @@ def check_service_config(cfg: ServiceConfig) -> None:
     for key in ("rate_limit_per_minute", "rate_limit_burst"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"service.{key}={getattr(cfg, key)} must be >= 0 (0 = off / automatic)")
+    if not 0 <= cfg.rerank_nice <= 19:
+        raise ConfigError(f"service.rerank_nice={cfg.rerank_nice} must lie in 0..19 (0 = reranks as urgent as plain searches)")
     if cfg.max_rerank_depth > cfg.max_rerank_pairs:
         raise ConfigError(
             f"service.max_rerank_depth={cfg.max_rerank_depth} exceeds service.max_rerank_pairs={cfg.max_rerank_pairs}: "
@@ -134,10 +136,11 @@ def validate_artifacts(student_dir: Path, index_dir: Path) -> None:
 class Engine:
     """The loaded student, FAISS index, id map, passage store, optional teacher and its passage embeddings.
 
-    Model calls are serialised with a lock per model: a Hugging Face fast tokenizer is not safe to
-    call from several threads at once ("Already borrowed"), and on a few CPU cores concurrent forward
-    passes only fight over the same cores. The student and teacher locks are separate, so a rerank
-    holds the student for one short query encode and never blocks plain searches on the teacher.
+    Model calls through sentence-transformers are serialised with a lock per model: a Hugging Face
+    fast tokenizer is not safe to call from several threads at once ("Already borrowed"). The ONNX
+    query path (`OnnxQueryEncoder`: its own tokenizer, set once; one intra-op thread per call) takes
+    no lock, so plain searches use every core. The student and teacher locks are separate, so a
+    rerank never blocks plain searches on the teacher.
     """
 
     def __init__(
@@ -194,9 +197,9 @@ class Engine:
     def encode(self, queries: list[str]) -> np.ndarray:
         """L2-normalised float32 query embeddings, all queries in one forward pass."""
         texts = [self.query_prefix + q for q in queries] if self.query_prefix else queries
+        if self._fast_encode is not None:  # no lock: its tokenizer is never reconfigured, and a session runs concurrently
+            return self._fast_encode(texts)
         with self._student_lock:
-            if self._fast_encode is not None:
-                return self._fast_encode(texts)
             emb = self.student.encode(
                 texts,
                 batch_size=max(len(texts), 1),

@@ -207,13 +207,19 @@ def test_depth_below_k_reranks_k(client: TestClient[Any]) -> None:
 def test_busy_rerank_is_503_and_plain_search_does_not_wait(
     client: TestClient[Any], engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One rerank slot (service.max_concurrent_reranks=1): a second rerank gets 503 + Retry-After at once."""
+    """One rerank slot (service.max_concurrent_reranks=1): a second rerank gets 503 + Retry-After at once.
+    The rerank runs on its own thread at service.rerank_nice; plain searches at normal priority."""
+    import os
     import threading
 
     gate, entered = threading.Event(), threading.Event()
     real = engine.search
+    nice: dict[bool, int] = {}
 
     def slow(queries: list[str], k: int, rerank: bool = False, rerank_depth: int = 0) -> Any:
+        nice[rerank] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) - os.getpriority(
+            os.PRIO_PROCESS, threading.main_thread().native_id or 0
+        )
         if rerank:
             entered.set()
             gate.wait(30)
@@ -233,6 +239,7 @@ def test_busy_rerank_is_503_and_plain_search_does_not_wait(
     assert_client_error(busy, 503, ("service.max_concurrent_reranks",))
     assert busy.headers["retry-after"] == "1"
     assert plain.status_code == 200 and waited < 10  # neither queued behind the held rerank
+    assert nice == {True: engine.settings.service.rerank_nice, False: 0} and nice[True] == 10
     metrics = client.get("/metrics").text
     assert "kd_rerank_rejected_total 1.0" in metrics or "kd_rerank_rejected_total" in metrics
 
@@ -690,6 +697,7 @@ def test_bad_teacher_corpus_names_the_file(
         ({"max_concurrent_reranks": 0}, "service.max_concurrent_reranks=0"),
         ({"max_rerank_depth": 500, "max_rerank_pairs": 100}, "service.max_rerank_pairs=100"),
         ({"rate_limit_per_minute": -1}, "service.rate_limit_per_minute=-1"),
+        ({"rerank_nice": 20}, "service.rerank_nice=20"),
     ],
 )
 def test_bad_service_config_names_the_key(changes: dict[str, Any], needle: str) -> None:

@@ -157,7 +157,7 @@ class LossConfig:
 class TrainConfig:
     epochs: int = 1
     batch_size: int = 16
-    learning_rate: float = 8e-5
+    learning_rate: float = 2e-4
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     max_seq_length: int = 128
@@ -165,7 +165,7 @@ class TrainConfig:
     dtype: str = "float32"  # auto | bfloat16 (mixed precision) | float32
     seed: int | None = None  # training's own seed (init order, shuffling); null = the top-level `seed`
     workers: int = 1  # > 1: data-parallel (DDP) workers on Ray Train, on the cluster of `compute`
-    interpolate: float = 1.0  # WiSE-FT: keep interpolate*trained + (1-interpolate)*initial weights (1 = trained)
+    interpolate: float = 0.5  # WiSE-FT: keep interpolate*trained + (1-interpolate)*initial weights (1 = trained)
     interpolate_grid: list[float] = field(default_factory=list)  # also score these mixes on the dev pool (a curve)
 
     def seed_or(self, default: int) -> int:

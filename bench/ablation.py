@@ -102,17 +102,18 @@ def main() -> None:
         with OUT.open("w", newline="") as fh:
             csv.DictWriter(fh, fieldnames=FIELDS, restval="").writeheader()
             csv.DictWriter(fh, fieldnames=FIELDS, restval="").writerows({k: r.get(k, "") for k in FIELDS} for r in old)
-    new = not OUT.exists()
-    with OUT.open("a", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=FIELDS)
-        if new:
-            writer.writeheader()
-        for seed in args.seeds:  # seed-major: an interrupted sweep still compares variants on the same seeds
-            for name in args.only:
-                row = run_variant(name, [*VARIANTS[name], *args.set], seed, args.target)
+    for seed in args.seeds:  # seed-major: an interrupted sweep still compares variants on the same seeds
+        for name in args.only:
+            row = run_variant(name, [*VARIANTS[name], *args.set], seed, args.target)
+            new = not OUT.exists()
+            # opened per row: `dvc exp run` rewrites tracked files (a new inode), so a handle kept open
+            # across runs would append to the replaced file and the rows would be lost
+            with OUT.open("a", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=FIELDS)
+                if new:
+                    writer.writeheader()
                 writer.writerow(row)
-                fh.flush()
-                print(row, flush=True)
+            print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,12 @@ def test_training_curves_and_plots(smoke_repo: Path) -> None:
     assert {"step", "total", "margin_mse", "listwise_kl", "in_batch"} <= set(loss.columns)
     dev = pd.read_csv(smoke_repo / "artifacts/train/dev.csv")
     assert dev["epoch"].tolist()[0] == 0 and len(dev) >= 2  # untrained + each epoch
+    mixes = pd.read_csv(smoke_repo / "artifacts/train/interpolate.csv")  # WiSE-FT: untrained, the saved mix, trained
+    summary = json.loads((smoke_repo / "artifacts/train/metrics.json").read_text())
+    assert mixes["interpolate"].tolist() == [0.0, summary["interpolate"], 1.0] and summary["interpolate"] == 0.5
+    assert mixes["dev_ndcg@10"].tolist() == pytest.approx(
+        [dev["dev_ndcg@10"].iloc[0], summary["dev_pool_ndcg@10"], summary["best_dev_pool_ndcg@10"]]
+    )
     html = smoke_repo / "plots.html"
     sh(["dvc", "plots", "show", "-o", str(html.parent / "dvc_plots")], smoke_repo)
     assert (html.parent / "dvc_plots" / "index.html").exists()

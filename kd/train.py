@@ -183,6 +183,7 @@ def train(
     """
     if cfg.workers < 1:
         raise ConfigError(f"train.workers={cfg.workers} must be >= 1 (1 = one process; N = N data-parallel workers on Ray)")
+    check_mixes(cfg.interpolate, cfg.interpolate_grid)  # before training, not after it
     job = partial(_fit, model, rows, evaluator, loss_cfg, cfg, seed, bf16=bf16, projection=projection)
     if cfg.workers > 1:
         return train_on_ray(job, cfg.workers, work_dir, on_metrics, compute or ComputeConfig())
@@ -367,6 +368,12 @@ def interpolate_weights(
     }
 
 
+def check_mixes(alpha: float, grid: Iterable[float]) -> None:
+    for key, values in (("train.interpolate", [alpha]), ("train.interpolate_grid", list(grid))):
+        if any(not 0.0 <= a <= 1.0 for a in values):
+            raise ConfigError(f"{key}={values} must lie in [0, 1] (1 = the trained weights, 0 = the untrained ones)")
+
+
 def wise_ft(
     model: Any,
     initial: dict[str, torch.Tensor],
@@ -378,9 +385,7 @@ def wise_ft(
     """Leave `model` at `interpolate_weights(its weights, initial, alpha)`; return that model's dev
     score and the dev curve over `grid`, `alpha` and `known` (mix -> dev score already measured: the
     untrained and the trained model), sorted. Each point not in `known` costs one dev-pool pass."""
-    for key, values in (("train.interpolate", [alpha]), ("train.interpolate_grid", list(grid))):
-        if any(not 0.0 <= a <= 1.0 for a in values):
-            raise ConfigError(f"{key}={values} must lie in [0, 1] (1 = the trained weights, 0 = the untrained ones)")
+    check_mixes(alpha, grid)
     trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
     curve = []
     for a in sorted(set(grid) | {alpha} | set(known or {})):

@@ -193,6 +193,11 @@ def test_workers_must_be_positive(toy, tmp_path: Path) -> None:
         train(None, {}, None, LossConfig(), cfg, seed=1, work_dir=tmp_path)
 
 
+def test_bad_interpolation_fails_before_training(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"train.interpolate_grid=\[0.5, -0.1\] must lie in \[0, 1\]"):
+        train(None, {}, None, LossConfig(), TrainConfig(interpolate_grid=[0.5, -0.1]), seed=1, work_dir=tmp_path)
+
+
 def test_interpolate_weights_mixes_floats_and_keeps_integer_buffers() -> None:
     trained = {"w": torch.tensor([1.0, 3.0]), "ids": torch.tensor([5, 6])}
     initial = {"w": torch.tensor([-1.0, 1.0]), "ids": torch.tensor([0, 1])}

@@ -22,6 +22,7 @@ from bench.common import machine_info, write_results
 from kd import compute
 from kd.config import ComputeConfig, load_params
 from kd.data.io import passage_text, read_corpus
+from kd.runtime import use_bf16
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,13 +86,15 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
     model = p.teacher.model if args.model == "teacher" else p.student.model
+    bf16 = use_bf16(p.teacher.dtype if args.model == "teacher" else p.student.dtype)
+    precision = "bf16 autocast (this CPU has native bf16)" if bf16 else "float32 (no bf16 on this CPU, or dtype float32)"
     name = args.name or f"compute_throughput_{args.model}"
     data = {"machine": machine_info(), "model": model, "passages": len(texts), "shard": args.shard, "rows": rows,
             "note": "local = 1 process, torch's 2 threads; rayN = N actors of 1 CPU (1 torch thread) on a local Ray"}  # fmt: skip
     lines = [
         f"# {args.model} pass ({model}) through kd.compute: {len(texts)} passages, shards of {args.shard}\n",
         "wall = whole pass (Ray: actor start + model load inside); steady = passages / (summed shard seconds / actors).",
-        "float32 (this CPU: AVX2, no native bf16). Loaded, shared 2-core machine: compare within this table.\n",
+        f"{precision}. Compare within this table (`machine` in the JSON: CPU, load average).\n",
         "| mode | wall s | passages/s (wall) | passages/s (steady) | per worker passages/s | ray.init s | max diff |",
         "|---|---|---|---|---|---|---|",
         *(

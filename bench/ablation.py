@@ -17,12 +17,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from kd.runtime import use_bf16
+from bench.common import append_rows, cpu_label, dvc_exp_run
 
 OUT = Path("bench/results/ablation.csv")
 FIELDS = ["variant", "seed", "target", "dev_ndcg@10", "dev_untrained_ndcg@10", "dev_mrr@10", "dev_gap_closed",
@@ -64,26 +62,17 @@ def dev_numbers(target: str) -> dict[str, float]:
 
 
 def run_variant(name: str, overrides: list[str], seed: int, target: str) -> dict[str, object]:
-    cmd = ["dvc", "exp", "run", *([target] if target != "evaluate" else []), "--name", f"abl-{name}-s{seed}"]
-    for o in [*overrides, f"train.seed={seed}"]:
-        cmd += ["-S", o]
     started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    row: dict[str, object] = {"variant": name, "seed": seed, "target": target, "cpu": "bf16" if use_bf16("auto") else "no-bf16",
+    dvc_exp_run(f"abl-{name}-s{seed}", [*overrides, f"train.seed={seed}"], None if target == "evaluate" else target)
+    row: dict[str, object] = {"variant": name, "seed": seed, "target": target, "cpu": cpu_label(),
                               "wall_s": round(time.perf_counter() - started, 1), "overrides": " ".join(overrides)}  # fmt: skip
     row.update({k: round(v, 4) for k, v in dev_numbers(target).items()})
     curve = Path("artifacts/train/interpolate.csv")
     if curve.exists():
-        new = not MIXES.exists()
-        with curve.open(newline="") as src, MIXES.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=MIX_FIELDS)
-            if new:
-                writer.writeheader()
-            for r in csv.DictReader(src):
-                writer.writerow({"variant": name, "seed": seed, "interpolate": r["interpolate"],
-                                 "dev_ndcg@10": round(float(r["dev_ndcg@10"]), 4)})  # fmt: skip
+        with curve.open(newline="") as src:
+            mixes = [{"variant": name, "seed": seed, "interpolate": r["interpolate"],
+                      "dev_ndcg@10": round(float(r["dev_ndcg@10"]), 4)} for r in csv.DictReader(src)]  # fmt: skip
+        append_rows(MIXES, MIX_FIELDS, mixes)
     return row
 
 
@@ -105,14 +94,7 @@ def main() -> None:
     for seed in args.seeds:  # seed-major: an interrupted sweep still compares variants on the same seeds
         for name in args.only:
             row = run_variant(name, [*VARIANTS[name], *args.set], seed, args.target)
-            new = not OUT.exists()
-            # opened per row: `dvc exp run` rewrites tracked files (a new inode), so a handle kept open
-            # across runs would append to the replaced file and the rows would be lost
-            with OUT.open("a", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=FIELDS)
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
+            append_rows(OUT, FIELDS, [row])
             print(row, flush=True)
 
 

@@ -8,11 +8,14 @@ params, and every replacement is recorded in `Workspace.notes` so the output say
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -243,3 +246,31 @@ def fmt(x: float, digits: int = 2) -> str:
 
 def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
+
+
+def dvc_exp_run(name: str, overrides: list[str], target: str | None = None) -> None:
+    """`dvc exp run [target] --name NAME -S o1 -S o2 ...` in this checkout; exit with its output if it fails."""
+    cmd = ["dvc", "exp", "run", *([target] if target else []), "--name", name]
+    for o in overrides:
+        cmd += ["-S", o]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+
+
+def append_rows(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> None:
+    """Append rows to a CSV (header first if new). Opened per call: `dvc exp run` replaces tracked
+    files (a new inode), so a handle kept open across runs would write to the replaced file."""
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+
+
+def cpu_label() -> str:
+    """`bf16` where the CPU has native bf16 (encodes run under bf16 autocast), else `no-bf16`."""
+    from kd.runtime import use_bf16
+
+    return "bf16" if use_bf16("auto") else "no-bf16"

@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 from statistics import mean
 from typing import Any
 
-from kd.runtime import use_bf16
+from bench.common import append_rows, cpu_label, dvc_exp_run
 
 CSV = Path("bench/results/seeds.csv")
 MD = Path("bench/results/seeds.md")
@@ -89,21 +87,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[13, 1, 2])
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides (each a `-S` of dvc exp run)")
     args = ap.parse_args()
-    cpu = "bf16" if use_bf16("auto") else "no-bf16"
+    cpu = cpu_label()
     for seed in args.seeds:
-        cmd = ["dvc", "exp", "run", "--name", f"seeds-{args.config}-s{seed}"]
-        for o in [*args.set, f"train.seed={seed}"]:
-            cmd += ["-S", o]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        dvc_exp_run(f"seeds-{args.config}-s{seed}", [*args.set, f"train.seed={seed}"])
         new = rows_from_metrics(json.loads(Path("metrics.json").read_text()), args.config, seed, cpu, " ".join(args.set))
-        exists = CSV.exists()
-        with CSV.open("a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=FIELDS)
-            if not exists:
-                writer.writeheader()
-            writer.writerows(new)
+        append_rows(CSV, FIELDS, new)
         print(new, flush=True)
         with CSV.open(newline="") as fh:
             MD.write_text(markdown(list(csv.DictReader(fh))))

@@ -49,3 +49,15 @@ def test_seeds_rows_and_markdown_carry_each_seed_and_the_mean() -> None:
     assert "## cfg: `loss.embed=1.0` + `train.seed=N`" in md
     assert "**0.6200** (0.6000–0.6400)" in md and "**0.5700** (0.5500–0.5900)" in md  # dev and test KD: mean (range)
     assert md.count("| dev | 13 | bf16 |") == 1 and "mean of 2" in md
+
+
+def test_append_rows_writes_one_header_and_survives_a_replaced_file(tmp_path: Path) -> None:
+    from bench.common import append_rows
+
+    out = tmp_path / "rows.csv"
+    append_rows(out, ["a", "b"], [{"a": 1, "b": 2}])
+    replaced = tmp_path / "copy.csv"
+    replaced.write_text(out.read_text())
+    replaced.replace(out)  # what `dvc exp run` does to a tracked file between runs: a new inode
+    append_rows(out, ["a", "b"], [{"a": 3, "b": 4}])
+    assert out.read_text().splitlines() == ["a,b", "1,2", "3,4"]

@@ -17,10 +17,12 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from kd.data.io import Dataset, Qrels, Queries, hash_split
+from kd.data.sections import Block, Section, slugify
+from kd.data.sphinx_html import parse_html_page
 from kd.errors import DataError
 
 CACHE_DIR = Path(".cache") / "debian"
@@ -42,24 +44,6 @@ GENERIC_HEADINGS = {
     "summary", "see also", "footnotes", "references", "functions", "classes", "constants",
     "exceptions", "module contents", "other changes", "new features", "deprecated", "removed",
 }  # fmt: skip
-
-
-@dataclass
-class Block:
-    """A paragraph of cleaned text; `tag` names the API object or glossary term it documents."""
-
-    text: str
-    tag: str | None = None
-    tag_kind: str | None = None
-
-
-@dataclass
-class Section:
-    page: str  # e.g. "library/json"
-    page_title: str
-    heading: str
-    anchor: str
-    blocks: list[Block] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- sources
@@ -100,28 +84,37 @@ def fetch_debian_docs(package: str, cache: Path = CACHE_DIR) -> tuple[Path, str]
 
 
 def _find_sources(root: Path) -> Path:
-    hits = sorted(root.rglob("_sources"))
+    """The reST `_sources/` folder if the package ships one, else the HTML folder holding `faq/`."""
+    hits = sorted(root.rglob("_sources")) or sorted(p.parent.parent for p in root.rglob("faq/*.html"))
     if not hits:
-        raise DataError(f"no _sources folder under {root}: is this a python3.x-doc package?")
+        raise DataError(f"no _sources folder and no faq/*.html under {root}: is this a Sphinx docs package?")
     return hits[0]
 
 
 def list_pages(doc_dir: Path) -> list[tuple[str, Path]]:
-    """(page name, file) for a CPython `Doc/` (`*.rst`) or an html `_sources/` (`*.rst.txt`)."""
+    """(page name, file) for a CPython `Doc/` (`*.rst`), an html `_sources/` (`*.rst.txt`), or, where
+    a folder holds no reST, Sphinx-built `*.html` pages (packages that ship only the HTML)."""
     if not doc_dir.is_dir():
-        raise DataError(f"data.doc_dir={doc_dir} is not a folder (want CPython's Doc/ or _sources/)")
-    pages = []
+        raise DataError(f"data.doc_dir={doc_dir} is not a folder (want CPython's Doc/, _sources/ or Sphinx HTML)")
+    pages: dict[str, list[tuple[str, Path]]] = {".rst.txt": [], ".rst": [], ".html": []}
     for path in sorted(doc_dir.rglob("*")):
         rel = path.relative_to(doc_dir).as_posix()
         if rel.startswith(("includes/", "_", "build/", "venv/")) or "/_" in rel:
             continue
-        for suffix in (".rst.txt", ".rst"):
+        for suffix, found in pages.items():
             if rel.endswith(suffix):
-                pages.append((rel[: -len(suffix)], path))
+                found.append((rel[: -len(suffix)], path))
                 break
-    if not any(name.startswith("faq/") for name, _ in pages):
+    found = pages[".rst.txt"] + pages[".rst"] or pages[".html"]
+    if not any(name.startswith("faq/") for name, _ in found):
         raise DataError(f"{doc_dir} has no faq/ pages: point data.doc_dir at CPython's Doc/ folder")
-    return pages
+    return found
+
+
+def parse_file(page: str, path: Path) -> list[Section]:
+    """Sections of one page, by its format."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    return parse_html_page(page, text) if path.suffix == ".html" else parse_page(page, text)
 
 
 # ---------------------------------------------------------------- reST -> sections
@@ -149,11 +142,6 @@ def clean_inline(text: str) -> str:
     text = _EMPH.sub(lambda m: m.group(1), text)
     text = text.replace("\\", "")
     return re.sub(r"\s+", " ", text).strip()
-
-
-def slugify(text: str, limit: int = 60) -> str:
-    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return slug[:limit].rstrip("-") or "section"
 
 
 def _is_underline(line: str, title: str) -> bool:
@@ -371,7 +359,7 @@ def build(
     for page, path in list_pages(doc_dir):
         if page.startswith(tuple(exclude)):
             continue
-        sections.extend(parse_page(page, path.read_text(encoding="utf-8", errors="replace")))
+        sections.extend(parse_file(page, path))
     chunked = chunk_sections(sections, min_words, max_words)
 
     # held out (dev + test): FAQ question headings -> passages of their own answer

@@ -1,0 +1,29 @@
+"""What a documentation page parses into, whichever format it came in (reST sources or Sphinx HTML)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Block:
+    """A paragraph of cleaned text; `tag` names the API object or glossary term it documents."""
+
+    text: str
+    tag: str | None = None
+    tag_kind: str | None = None
+
+
+@dataclass
+class Section:
+    page: str  # e.g. "library/json"
+    page_title: str
+    heading: str
+    anchor: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+def slugify(text: str, limit: int = 60) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:limit].rstrip("-") or "section"

@@ -109,6 +109,10 @@ def test_full_experiment_lengthens_only_the_student():
         ("student=e5_small_v2", lambda p: p.student.query_prefix == "query: "),
         ("data=msmarco", lambda p: p.data.name == "msmarco"),
         ("data=beir_dir", lambda p: p.data.name == "beir_dir"),
+        (
+            "data=django_docs_faq",  # same builder, another Debian docs package, release notes left out
+            lambda p: (p.data.name, p.data.debian_package, p.data.exclude[0]) == ("python_docs_faq", "python-django-doc", "releases/"),
+        ),
         ("index=hnsw", lambda p: p.index.type == "hnsw"),
     ],
 )

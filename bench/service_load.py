@@ -9,6 +9,8 @@ Then, one client at a time:
   3. mixed on A: one client sending rerank requests back to back + four sending plain searches,
      for a fixed number of plain requests: plain p50/p99, rerank p50, status counts (429/503 are
      the intended refusals; anything else is an error).
+  4. the same four plain clients without the rerank client (the control: what the reranks add to
+     the plain tail, apart from what four closed-loop clients on these cores cost by themselves).
 Writes bench/results/service_load.json and prints a markdown table.
 
     python -m bench.service_load --student artifacts/student --index artifacts/index \
@@ -90,8 +92,9 @@ def sequential(
         c.close()
 
 
-def mixed(url: str, plain_n: int, plain_clients: int, time_cap: float) -> dict[str, Any]:
-    """One rerank client back to back + `plain_clients` plain clients sharing `plain_n` requests."""
+def mixed(url: str, plain_n: int, plain_clients: int, time_cap: float, rerank_client: bool = True) -> dict[str, Any]:
+    """One rerank client back to back (unless `rerank_client` is False) + `plain_clients` plain
+    clients sharing `plain_n` requests."""
     stop = threading.Event()
     lock = threading.Lock()
     plain_lat: list[float] = []
@@ -143,8 +146,9 @@ def mixed(url: str, plain_n: int, plain_clients: int, time_cap: float) -> dict[s
             c.close()
 
     r = threading.Thread(target=reranker, daemon=True)
-    r.start()
-    time.sleep(0.5)  # the rerank client is busy before the plain clients start
+    if rerank_client:
+        r.start()
+        time.sleep(0.5)  # the rerank client is busy before the plain clients start
     t0 = time.perf_counter()
     ps = [threading.Thread(target=plain, daemon=True) for _ in range(plain_clients)]
     for t in ps:
@@ -153,7 +157,8 @@ def mixed(url: str, plain_n: int, plain_clients: int, time_cap: float) -> dict[s
         t.join()
     wall = time.perf_counter() - t0
     stop.set()
-    r.join(timeout=120)
+    if rerank_client:
+        r.join(timeout=120)
     unintended = sum(n for s, n in (plain_codes + rerank_codes).items() if s not in (200, 429, 503)) + len(errors)
     return {
         "plain_requests": sum(plain_codes.values()),
@@ -241,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         url_a = stack.enter_context(server(params_a, args, "a2", tmp))
         rerank_lat, rerank_codes = sequential(url_a, None, RERANK, args.rerank_requests, 3)
         mix = mixed(url_a, args.mixed_plain, 4, args.time_cap)
+        alone = mixed(url_a, args.mixed_plain, 4, args.time_cap, rerank_client=False)
 
     report: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -253,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         "rerank_top100": {"n": len(rerank_lat), "p50_ms": pct(rerank_lat, 50), "p99_ms": pct(rerank_lat, 99),
                           "status": dict(rerank_codes)},
         "mixed_1_rerank_4_plain": mix,
+        "control_4_plain_no_rerank": alone,
         "settings": vars(args) | {"plain_body": PLAIN, "rerank_body": RERANK},
     }  # fmt: skip
     report["settings"] = {k: str(v) for k, v in report["settings"].items()}
@@ -269,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         f"4 plain clients + 1 rerank client; status {mix['plain_status']} |",
         f"| mixed: reranks | {mix['rerank_requests']} | {mix['rerank_p50_ms']} | | status {mix['rerank_status']}; "
         f"unintended errors {mix['errors']} |",
+        f"| control: the 4 plain clients alone | {alone['plain_requests']} | {alone['plain_p50_ms']} | "
+        f"{alone['plain_p99_ms']} | no rerank client; status {alone['plain_status']} |",
     ]
     report["table"] = "\n".join(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -276,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report["table"])
     print(f"\nbf16: {report['machine']['bf16']} (avx512_bf16 {report['machine']['avx512_bf16']}, "
           f"amx {report['machine']['amx_bf16']}); wrote {args.out}")  # fmt: skip
-    return 1 if mix["errors"] else 0
+    return 1 if mix["errors"] or alone["errors"] else 0
 
 
 if __name__ == "__main__":

@@ -107,7 +107,7 @@ def list_pages(doc_dir: Path) -> list[tuple[str, Path]]:
                 break
     found = pages[".rst.txt"] + pages[".rst"] or pages[".html"]
     if not any(name.startswith("faq/") for name, _ in found):
-        raise DataError(f"{doc_dir} has no faq/ pages: point data.doc_dir at CPython's Doc/ folder")
+        raise DataError(f"{doc_dir} has no faq/ pages: point data.doc_dir at a Sphinx docs folder with faq/ (CPython's Doc/)")
     return found
 
 

@@ -17,6 +17,7 @@ PAGE = """<html><head><title>x</title><script>var hidden = 1;</script></head><bo
 <p>Intro <code>paragraph</code> one.</p>
 <div class="section" id="s-encoding-basics"><h2>Encoding basics<a class="headerlink" href="#x">¶</a></h2>
 <p>First para.</p>
+<table><tr><td>cell one</td><td>cell<br>two</td></tr></table>
 <dl class="py function">
 <dt class="sig sig-object py" id="json.dumps"><em class="property">classmethod </em>
 <code class="sig-prename descclassname"><span class="pre">json.</span></code><code class="sig-name descname"><span class="pre">dumps</span></code>(<em>obj</em>)<a class="reference internal" href="x"><span class="viewcode-link">[source]</span></a><a class="headerlink" href="#json.dumps">¶</a></dt>
@@ -54,10 +55,10 @@ def test_text_outside_sections_and_scripts_and_permalinks_dropped(sections):
 
 def test_api_object_and_glossary_term_tagged(sections):
     blocks = sections[1].blocks
-    assert blocks[0].text == "First para."
-    assert (blocks[1].tag, blocks[1].tag_kind) == ("json.dumps", "object")
-    assert blocks[1].text == "classmethod json.dumps(obj)"
-    assert blocks[2].text == "Serialize obj." and blocks[2].tag is None
+    assert [b.text for b in blocks[:2]] == ["First para.", "cell one cell two"]
+    assert (blocks[2].tag, blocks[2].tag_kind) == ("json.dumps", "object")
+    assert blocks[2].text == "classmethod json.dumps(obj)"
+    assert blocks[3].text == "Serialize obj." and blocks[3].tag is None
     term = sections[2].blocks[0]
     assert (term.tag, term.tag_kind, term.text) == ("duck-typing", "glossary", "duck-typing:")
 

@@ -58,6 +58,8 @@ class _PageParser(HTMLParser):
         a = {k: v or "" for k, v in attrs}
         classes = set(a.get("class", "").split())
         if tag in {"br", "img", "hr", "meta", "link", "input", "wbr"}:
+            if tag == "br" and self.skip_depth is None:
+                self.para.append(" ")
             return
         self.stack.append(tag)
         if self.skip_depth is not None:
@@ -113,6 +115,8 @@ class _PageParser(HTMLParser):
             self.flush()
         elif tag == "code" and self.sig is not None:
             self.sig.append("\1")  # ends a name part (the signature's arguments follow)
+        elif tag in {"td", "th"}:
+            self.para.append(" ")  # cells of a row are one paragraph, words kept apart
         while self.section_depth and self.section_depth[-1] > len(self.stack):
             self.flush()
             self.section_depth.pop()

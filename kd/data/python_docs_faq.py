@@ -7,6 +7,9 @@ Train/val: from the other pages only — informative section headings (positives
 passages), API objects (`.. function:: json.dumps` -> `json.dumps`, positive: the passage holding
 its description) and glossary terms ("What is <term>?"). No FAQ page feeds training, so no test
 query or answer wording is trained on.
+
+Any Sphinx documentation with `faq/` pages builds the same way, from reST sources or, for packages
+that ship only the built site, from its HTML (`kd.data.sphinx_html`; conf/data/django_docs_faq.yaml).
 """
 
 from __future__ import annotations

@@ -58,7 +58,9 @@ def markdown(rows: list[dict[str, str]]) -> str:
              "Written by `python -m bench.seeds` from `bench/results/seeds.csv`: each row one `dvc exp run` of the",
              "shipped pipeline; only `train.seed` differs within a config. Dev chose the configs; test is reported.",
              "`cpu`: bf16 = a 2-core box with avx512_bf16 (teacher and corpus encodes under bf16 autocast);",
-             "no-bf16 = a 2-core AVX2 box (float32).", ""]  # fmt: skip
+             "no-bf16 = a 2-core AVX2 box (float32).",
+             "Configs named `django-*` run on `data=django_docs_faq`, a second corpus used for choosing: both",
+             "of its splits are dev evidence there, not test.", ""]  # fmt: skip
     cols = [f"{s} nDCG@10" for s in SYSTEMS] + ["kd/teacher", "gap_closed", "kd_vs_untrained_t_p", "kd nDCG@10 (onnx-int8)"]
     names = ["bm25", "untrained", "KD", "teacher", "KD+rerank@10", "KD/teacher", "gap closed", "t p", "KD int8"]
     for config in dict.fromkeys(r["config"] for r in rows):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kd.data.io import Dataset, Qrels, Queries, hash_split
-from kd.data.sections import Block, Section, slugify
+from kd.data.sections import Block, Section, slugify, unique_anchor
 from kd.data.sphinx_html import parse_html_page
 from kd.errors import DataError
 
@@ -196,13 +196,7 @@ def parse_page(page: str, text: str) -> list[Section]:
         close()
         heading = clean_inline(heading)
         page_title = page_title or heading
-        anchor = slugify(heading)
-        base, n = anchor, 1
-        while anchor in anchors:
-            n += 1
-            anchor = f"{base}-{n}"
-        anchors.add(anchor)
-        current = Section(page, page_title, heading, anchor)
+        current = Section(page, page_title, heading, unique_anchor(slugify(heading), anchors))
         sections.append(current)
         body = []
     close()

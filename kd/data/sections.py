@@ -27,3 +27,13 @@ class Section:
 def slugify(text: str, limit: int = 60) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return slug[:limit].rstrip("-") or "section"
+
+
+def unique_anchor(base: str, taken: set[str]) -> str:
+    """`base`, or `base-2`, `base-3`... if a section of the page already has it; recorded in `taken`."""
+    anchor, n = base, 1
+    while anchor in taken:
+        n += 1
+        anchor = f"{base}-{n}"
+    taken.add(anchor)
+    return anchor

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from kd.data.sections import Block, Section, slugify
+from kd.data.sections import Block, Section, slugify, unique_anchor
 
 HEADINGS = {"h1", "h2", "h3", "h4", "h5", "h6"}
 BLOCKS = {"p", "pre", "li", "dt", "dd", "tr", "blockquote", "table", "dl", "ul", "ol"} | HEADINGS
@@ -21,6 +21,10 @@ OBJECT_KINDS = {
     "staticmethod", "module", "cmdoption", "envvar", "option", "setting", "templatetag",
     "templatefilter", "django-admin", "django-admin-option", "fieldlookup", "coroutinefunction",
 }  # fmt: skip
+
+
+def _squash(parts: list[str]) -> str:
+    return re.sub(r"\s+", " ", "".join(parts)).strip()
 
 
 class _PageParser(HTMLParser):
@@ -33,6 +37,7 @@ class _PageParser(HTMLParser):
         self.stack: list[str] = []  # open tags, to know what a closing tag ends
         self.section_depth: list[int] = []  # stack depths of the open section elements
         self.anchor: str | None = None  # id of the innermost section, until its heading arrives
+        self.anchors: set[str] = set()  # anchors given so far on this page
         self.heading: list[str] | None = None
         self.skip_depth: int | None = None  # inside a headerlink, script or "[source]" link
         self.para: list[str] = []
@@ -46,7 +51,7 @@ class _PageParser(HTMLParser):
         return self.sections[-1] if self.sections and self.section_depth else None
 
     def flush(self) -> None:
-        text = re.sub(r"\s+", " ", "".join(self.para)).strip().replace("¶", "").strip()
+        text = _squash(self.para).replace("¶", "").strip()
         self.para.clear()
         if text and self.current is not None:
             kind = self.tag[1] if self.tag else None
@@ -96,14 +101,14 @@ class _PageParser(HTMLParser):
                 self.skip_depth = None
             return
         if self.heading is not None and tag in HEADINGS:
-            self._open_section(re.sub(r"\s+", " ", "".join(self.heading)).strip())
+            self._open_section(_squash(self.heading))
             self.heading = None
         elif tag == "dt" and self.sig is not None:
-            kind = self.dl_kind[-1] if self.dl_kind else None
-            text = re.sub(r"\s+", " ", "".join(self.para)).strip()
+            kind = self.dl_kind[-1] if self.dl_kind else None  # "object" / "glossary" (None: a malformed page)
+            text = _squash(self.para)
             name = "".join(part.split("\1", 1)[0] for part in "".join(self.sig).split("\0")[1:]).strip()
             term = text if kind == "glossary" else name or re.split(r"[(\s\[]", text, maxsplit=1)[0]
-            self.tag = (term, "glossary" if kind == "glossary" else "object") if term and kind else None
+            self.tag = (term, kind) if term and kind else None
             if kind == "glossary":
                 self.para.append(":")
             self.sig = None
@@ -136,12 +141,7 @@ class _PageParser(HTMLParser):
         if not heading:
             return
         title = self.sections[0].page_title if self.sections else heading
-        taken = {s.anchor for s in self.sections}
-        anchor = base = self.anchor or slugify(heading)
-        n = 1
-        while anchor in taken:
-            n += 1
-            anchor = f"{base}-{n}"
+        anchor = unique_anchor(self.anchor or slugify(heading), self.anchors)
         self.anchor = None
         self.sections.append(Section(self.page, title, heading, anchor))
 

@@ -2,6 +2,11 @@
 
     python -m bench.seeds --config default --seeds 13 1 2
     python -m bench.seeds --config full --seeds 13 1 2 --set +experiment=full
+    python -m bench.seeds --pool default:dev django-default-v2:dev django-default-v2:test
+
+`--pool` reads the CSV only: KD (and untrained, teacher) nDCG@10 per seed, averaged over several
+splits of several configs weighted by their question counts, i.e. each question counted once. That
+is how dev evidence from two corpora is pooled (CPython dev + both splits of Django, 99 questions).
 
 This is how headline claims are made: the mean and range over seeds, with the paired test KD vs
 untrained per seed. Only `train.seed` differs between the seeds of a config. Rows are appended to
@@ -24,7 +29,7 @@ CSV = Path("bench/results/seeds.csv")
 MD = Path("bench/results/seeds.md")
 SYSTEMS = ("bm25", "untrained", "kd", "teacher", "kd+rerank@10")
 BACKENDS = ("onnx", "torch", "onnx-int8")
-FIELDS = ["config", "train_seed", "split", *(f"{s} nDCG@10" for s in SYSTEMS), "kd/teacher", "gap_closed",
+FIELDS = ["config", "train_seed", "split", "queries", *(f"{s} nDCG@10" for s in SYSTEMS), "kd/teacher", "gap_closed",
           "kd_vs_untrained_t_p", *(f"kd nDCG@10 ({b})" for b in BACKENDS), "cpu", "overrides"]  # fmt: skip
 
 
@@ -34,6 +39,7 @@ def rows_from_metrics(metrics: dict[str, Any], config: str, seed: int, cpu: str,
     for split in ("dev", "test"):
         m = metrics[split]
         row: dict[str, Any] = {"config": config, "train_seed": seed, "split": split, "cpu": cpu, "overrides": overrides}
+        row["queries"] = metrics.get("queries", {}).get(split, "")
         for s in SYSTEMS:
             row[f"{s} nDCG@10"] = round(m["table"][s]["nDCG@10"], 4) if s in m["table"] else ""
         row["kd/teacher"] = round(m.get("student_over_teacher", float("nan")), 4)
@@ -83,12 +89,56 @@ def markdown(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines)
 
 
+POOLED = ("untrained nDCG@10", "kd nDCG@10", "teacher nDCG@10")
+
+
+def pooled(rows: list[dict[str, str]], parts: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Per training seed found in every part: each POOLED column averaged over the parts' questions."""
+    by_part = {part: {r["train_seed"]: r for r in rows if (r["config"], r["split"]) == part} for part in parts}
+    for (config, split), found in by_part.items():
+        if not found:
+            raise SystemExit(f"--pool {config}:{split}: no such rows in {CSV}")
+        if any(not r.get("queries") for r in found.values()):
+            raise SystemExit(f"--pool {config}:{split}: rows without a question count (column `queries`)")
+    seeds = [s for s in by_part[parts[0]] if all(s in found for found in by_part.values())]
+    out = []
+    for seed in seeds:
+        picked = [found[seed] for found in by_part.values()]
+        n = sum(int(r["queries"]) for r in picked)
+        row: dict[str, Any] = {"train_seed": seed, "queries": n}
+        for col in POOLED:
+            row[col] = round(sum(int(r["queries"]) * float(r[col]) for r in picked) / n, 4)
+        out.append(row)
+    return out
+
+
+def pooled_markdown(parts: list[tuple[str, str]], rows: list[dict[str, Any]]) -> str:
+    lines = [f"Pooled: {' + '.join(f'{c}:{s}' for c, s in parts)}", "",
+             "| seed | questions | untrained | KD | teacher |", "|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['train_seed']} | {r['queries']} | " + " | ".join(f"{r[c]:.4f}" for c in POOLED) + " |")
+    if rows:
+        means = " | ".join(f"{mean(r[c] for r in rows):.4f}" for c in POOLED)
+        lines.append(f"| **mean of {len(rows)}** | {rows[0]['queries']} | {means} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", required=True, help="the name the rows are filed under")
+    ap.add_argument("--config", help="the name the rows are filed under")
+    ap.add_argument("--pool", nargs="+", metavar="CONFIG:SPLIT", help="print pooled nDCG@10 per seed from the CSV; run nothing")
     ap.add_argument("--seeds", type=int, nargs="+", default=[13, 1, 2])
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides (each a `-S` of dvc exp run)")
     args = ap.parse_args()
+    if args.pool:
+        parts = [tuple(p.rsplit(":", 1)) for p in args.pool]
+        if any(len(p) != 2 or p[1] not in ("dev", "test") for p in parts):
+            ap.error("--pool takes CONFIG:SPLIT items, SPLIT dev or test (e.g. default:dev)")
+        with CSV.open(newline="") as fh:
+            print(pooled_markdown(parts, pooled(list(csv.DictReader(fh)), parts)))  # type: ignore[arg-type]
+        return
+    if not args.config:
+        ap.error("--config is required (or --pool to read the CSV)")
     cpu = cpu_label()
     for seed in args.seeds:
         dvc_exp_run(f"seeds-{args.config}-s{seed}", [*args.set, f"train.seed={seed}"])

@@ -41,14 +41,33 @@ def test_seeds_rows_and_markdown_carry_each_seed_and_the_mean() -> None:
 
     rows = []
     for seed, kd in ((13, 0.6), (1, 0.64)):
-        new = seeds.rows_from_metrics({"dev": split(kd), "test": split(kd - 0.05)}, "cfg", seed, "bf16", "loss.embed=1.0")
+        new = seeds.rows_from_metrics({"queries": {"dev": 3, "test": 5}, "dev": split(kd), "test": split(kd - 0.05)}, "cfg", seed, "bf16", "loss.embed=1.0")
         assert [r["split"] for r in new] == ["dev", "test"] and set(new[0]) == set(seeds.FIELDS)
         assert new[1]["kd nDCG@10"] == round(kd - 0.05, 4) and new[0]["kd+rerank@10 nDCG@10"] == ""  # not computed
+        assert (new[0]["queries"], new[1]["queries"]) == (3, 5)
         rows += [{k: str(v) for k, v in r.items()} for r in new]
     md = seeds.markdown(rows)
     assert "## cfg: `loss.embed=1.0` + `train.seed=N`" in md
     assert "**0.6200** (0.6000–0.6400)" in md and "**0.5700** (0.5500–0.5900)" in md  # dev and test KD: mean (range)
     assert md.count("| dev | 13 | bf16 |") == 1 and "mean of 2" in md
+
+
+def test_pooled_counts_each_question_once_and_names_missing_parts() -> None:
+    def row(config: str, seed: str, split: str, n: int, kd: float) -> dict[str, str]:
+        return {"config": config, "train_seed": seed, "split": split, "queries": str(n),
+                "untrained nDCG@10": "0.5", "kd nDCG@10": str(kd), "teacher nDCG@10": "0.7"}  # fmt: skip
+
+    rows = [row("a", "13", "dev", 30, 0.60), row("b", "13", "dev", 10, 0.80), row("b", "13", "test", 60, 0.70),
+            row("a", "1", "dev", 30, 0.50), row("b", "1", "dev", 10, 0.50)]  # fmt: skip
+    parts = [("a", "dev"), ("b", "dev"), ("b", "test")]
+    out = seeds.pooled(rows, parts)
+    assert [r["train_seed"] for r in out] == ["13"]  # seed 1 lacks b:test, so it is not pooled
+    assert out[0]["queries"] == 100 and out[0]["kd nDCG@10"] == 0.68  # (30*.6 + 10*.8 + 60*.7) / 100, not .70
+    assert "| **mean of 1** | 100 | 0.5000 | 0.6800 | 0.7000 |" in seeds.pooled_markdown(parts, out)
+    with pytest.raises(SystemExit, match="c:dev: no such rows"):
+        seeds.pooled(rows, [("c", "dev")])
+    with pytest.raises(SystemExit, match="without a question count"):
+        seeds.pooled([{**rows[0], "queries": ""}], [("a", "dev")])
 
 
 def test_append_rows_writes_one_header_and_survives_a_replaced_file(tmp_path: Path) -> None:

@@ -246,7 +246,7 @@ class Params:
     teacher: ModelConfig = field(default_factory=lambda: ModelConfig(
         name="mpnet", model="mpnet", max_seq_length=128, batch_size=16, dtype="auto"))
     student: ModelConfig = field(default_factory=lambda: ModelConfig(
-        max_seq_length=128, batch_size=64, backend="onnx", dtype="auto"))
+        max_seq_length=256, batch_size=64, backend="onnx", dtype="auto"))
     bm25: BM25Config = field(default_factory=BM25Config)
     mining: MiningConfig = field(default_factory=MiningConfig)
     loss: LossConfig = field(default_factory=LossConfig)

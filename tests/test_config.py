@@ -95,10 +95,11 @@ def test_smoke_experiment_shrinks_data():
     assert smoke.data.name == full.data.name  # only sizes change
 
 
-def test_full_experiment_lengthens_only_the_student():
+def test_full_experiment_lengthens_only_the_students_training():
     default = params_from_dict(compose())
     full = params_from_dict(compose(["+experiment=full"]))
-    assert full.student.max_seq_length == full.train.max_seq_length == 256 > default.student.max_seq_length
+    assert full.student.max_seq_length == full.train.max_seq_length == 256 > default.train.max_seq_length
+    assert default.student.max_seq_length == 256  # the default encodes at 256 but trains at 128
     assert full.teacher == default.teacher and full.data == default.data and full.loss == default.loss
 
 

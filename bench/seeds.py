@@ -131,11 +131,14 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides (each a `-S` of dvc exp run)")
     args = ap.parse_args()
     if args.pool:
-        parts = [tuple(p.rsplit(":", 1)) for p in args.pool]
-        if any(len(p) != 2 or p[1] not in ("dev", "test") for p in parts):
-            ap.error("--pool takes CONFIG:SPLIT items, SPLIT dev or test (e.g. default:dev)")
+        parts: list[tuple[str, str]] = []
+        for item in args.pool:
+            config, _, split = item.rpartition(":")
+            if not config or split not in ("dev", "test"):
+                ap.error("--pool takes CONFIG:SPLIT items, SPLIT dev or test (e.g. default:dev)")
+            parts.append((config, split))
         with CSV.open(newline="") as fh:
-            print(pooled_markdown(parts, pooled(list(csv.DictReader(fh)), parts)))  # type: ignore[arg-type]
+            print(pooled_markdown(parts, pooled(list(csv.DictReader(fh)), parts)))
         return
     if not args.config:
         ap.error("--config is required (or --pool to read the CSV)")

@@ -9,6 +9,8 @@ concurrency), through the same `load_engine` the service calls, so a change to t
 shows up here:
   * `encode`: the student's query encode (`Engine.encode`: the ONNX fast path for onnx backends);
   * `faiss@10`, `faiss@100`: the index search alone (`Engine.faiss`);
+  * `encode xN (one call)`: one ONNX call on N different queries (`Engine.fast_encode`), what
+    `service.encode_lanes` makes of N plain searches that arrive together;
   * `search`: the whole plain search (`Engine.search`, k=10);
   * `rerank@N`: the rerank path (`Engine.search` with rerank over the student's top N): with a
     bi-encoder teacher and artifacts/teacher_corpus, one teacher query encode plus dot products.
@@ -28,7 +30,7 @@ import io
 import pstats
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--no-rerank", action="store_true", help="skip the teacher (no rerank timing)")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile N plain searches")
+    ap.add_argument("--encode-batches", type=int, nargs="*", default=[4, 8], metavar="N",
+                    help="also time one ONNX call on N queries (what service.encode_lanes coalesces), default 4 8")  # fmt: skip
     ap.add_argument("--out", type=Path, default=RESULTS)
     return ap.parse_args(argv)
 
@@ -73,7 +77,9 @@ def engines(root: Path, params: Params, backends: list[str], rerank: bool) -> di
     return out
 
 
-def calls(engines_: dict[str, Engine], queries: list[str], depth: int) -> dict[str, Callable[[int], Any]]:
+def calls(
+    engines_: dict[str, Engine], queries: list[str], depth: int, batches: Sequence[int] = ()
+) -> dict[str, Callable[[int], Any]]:
     def plain(e: Engine, i: int) -> Any:
         return e.search([queries[i % len(queries)]], 10)
 
@@ -83,6 +89,10 @@ def calls(engines_: dict[str, Engine], queries: list[str], depth: int) -> dict[s
     def faiss(e: Engine, emb: Any, k: int, i: int) -> Any:
         return e.faiss.search(emb, k)
 
+    def shared(e: Engine, n: int, i: int) -> Any:  # one coalesced call: n different queries, padded together
+        assert e.fast_encode is not None
+        return e.fast_encode([queries[(i + j) % len(queries)] for j in range(n)])
+
     out: dict[str, Callable[[int], Any]] = {}
     for backend, e in engines_.items():
         emb = e.encode(queries[:1])
@@ -90,6 +100,9 @@ def calls(engines_: dict[str, Engine], queries: list[str], depth: int) -> dict[s
         out[f"{backend} search"] = partial(plain, e)
         out[f"{backend} faiss@10"] = partial(faiss, e, emb, 10)
         out[f"{backend} faiss@{depth}"] = partial(faiss, e, emb, depth)
+        if e.fast_encode is not None:
+            for n in batches:
+                out[f"{backend} encode x{n} (one call)"] = partial(shared, e, n)
     return out
 
 
@@ -118,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     first = loaded[backends[0]]
 
     log.info("plain calls: %d interleaved rounds over %d test queries", args.reps, len(queries))
-    times = round_robin(calls(loaded, queries, args.rerank_depth), args.reps, args.warmup)
+    times = round_robin(calls(loaded, queries, args.rerank_depth, args.encode_batches), args.reps, args.warmup)
     if first.rerank_available:
         key = f"{backends[0]} rerank@{args.rerank_depth}"
         log.info("rerank: %d rounds (mode %s), interleaved with plain searches", args.rerank_reps, first.rerank_mode)

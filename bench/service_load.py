@@ -176,6 +176,22 @@ def mixed(url: str, plain_n: int, plain_clients: int, time_cap: float, rerank_cl
     }
 
 
+def parse_overrides(items: list[str], p: argparse.ArgumentParser) -> dict[str, Any]:
+    """`--service KEY=VALUE` pairs (values read as YAML); auth and rate limits are this bench's own."""
+    from kd.config import ServiceConfig
+
+    out: dict[str, Any] = {}
+    known = set(ServiceConfig.__dataclass_fields__)
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            p.error(f"--service {item!r}: use KEY=VALUE with KEY one of service.* ({', '.join(sorted(known))})")
+        if key in ("auth", "api_keys_file", "rate_limit_per_minute", "rate_limit_burst"):
+            p.error(f"--service {key}: set by this bench (server A without, server B with auth and a rate limit)")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def write_params(base: Path, out: Path, **service: Any) -> Path:
     raw = yaml.safe_load(base.read_text())
     raw.setdefault("service", {}).update(service)
@@ -217,23 +233,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--startup-timeout", type=float, default=300.0)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "service_load.json")
+    p.add_argument("--service", action="append", default=[], metavar="KEY=VALUE",
+                   help="a service.* override for both servers, e.g. --service encode_lanes=0 (repeatable)")  # fmt: skip
     args = p.parse_args(argv)
     if min(args.requests, args.rounds, args.rerank_requests, args.mixed_plain) < 1:
         p.error("counts must be >= 1")
+    overrides = parse_overrides(args.service, p)
 
     from service.keys import create_key
 
     with tempfile.TemporaryDirectory(prefix="kd-bench-") as tmp_s, ExitStack() as stack:
         tmp = Path(tmp_s)
         key, _ = create_key(tmp / "keys.json", "bench")
-        params_a = write_params(args.params, tmp / "a.yaml", auth="none", rate_limit_per_minute=0)
+        params_a = write_params(args.params, tmp / "a.yaml", **overrides, auth="none", rate_limit_per_minute=0)
         params_b = write_params(
-            args.params, tmp / "b.yaml", auth="api_key", api_keys_file=str(tmp / "keys.json"),
+            args.params, tmp / "b.yaml", **overrides, auth="api_key", api_keys_file=str(tmp / "keys.json"),
             rate_limit_per_minute=6_000_000, rate_limit_burst=100_000,
         )  # fmt: skip
         url_a = stack.enter_context(server(params_a, args, "a", tmp))
         url_b = stack.enter_context(server(params_b, args, "b", tmp))
         ready = httpx.get(f"{url_a}/ready", timeout=10).json()
+        service_a = yaml.safe_load(params_a.read_text()).get("service", {})
 
         plain: dict[str, list[float]] = {"off": [], "on": []}
         codes: dict[str, Counter[int]] = {"off": Counter(), "on": Counter()}
@@ -252,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), **cpu_flags()},
         "server": {k: ready.get(k) for k in ("student", "teacher", "corpus_size", "index", "limits")},
+        "service_config_a": service_a,
         "plain_auth_rate_limit_off": {"n": len(plain["off"]), "p50_ms": pct(plain["off"], 50),
                                       "p99_ms": pct(plain["off"], 99), "status": dict(codes["off"])},
         "plain_auth_rate_limit_on": {"n": len(plain["on"]), "p50_ms": pct(plain["on"], 50),
@@ -260,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
                           "status": dict(rerank_codes)},
         "mixed_1_rerank_4_plain": mix,
         "control_4_plain_no_rerank": alone,
-        "settings": vars(args) | {"plain_body": PLAIN, "rerank_body": RERANK},
+        "settings": vars(args) | {"plain_body": PLAIN, "rerank_body": RERANK, "service_overrides": overrides},
     }  # fmt: skip
     report["settings"] = {k: str(v) for k, v in report["settings"].items()}
     rows = [

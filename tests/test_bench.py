@@ -19,7 +19,7 @@ def test_latency_times_the_shipped_engine(smoke_repo: Path, smoke_cache: Path, t
     data = json.loads((out / "latency.json").read_text())
     stats = data["stats"]
     backend = data["params"]["student"]["backend"]
-    for call in ("encode", "search", "faiss@10", "faiss@20"):
+    for call in ("encode", "search", "faiss@10", "faiss@20", "encode x4 (one call)", "encode x8 (one call)"):
         assert stats[f"{backend} {call}"]["n"] == 5 and stats[f"{backend} {call}"]["p50"] > 0
     if data["rerank_mode"]:
         assert stats[f"{backend} rerank@20"]["n"] == 3

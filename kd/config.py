@@ -226,7 +226,6 @@ class ServiceConfig:
     max_scored_pairs: int = 200  # pairs the teacher must score itself (cross-encoder / no passage embeddings)
     max_concurrent_reranks: int = 1  # more at once -> 503 + Retry-After (reranks never queue)
     search_workers: int = 4  # threads for plain searches, apart from reranks
-    encode_lanes: int = 1  # query encodes at once (ONNX); queries arriving meanwhile share the next call; 0 = each its own
     rerank_nice: int = 10  # the rerank threads' nice value (Linux): plain searches take the CPU first (0 = equal)
     retry_after_s: int = 1
     max_encode_texts: int = 64

@@ -415,13 +415,7 @@ def build_handlers(cfg: ServiceConfig, auth: bool) -> list[Any]:
     )  # fmt: skip
     def metrics(request: Request[Any, Any, Any]) -> Response[bytes]:
         """Prometheus text format: requests and latency per route, rerank slots in use, refusals."""
-        metrics: Metrics = request.app.state["metrics"]
-        engine: Engine | None = request.app.state.get("engine")
-        batcher = engine.batcher if engine is not None else None
-        if batcher is not None:
-            metrics.encode_calls.set(batcher.calls)
-            metrics.encode_requests.set(batcher.requests)
-        body = metrics.render()
+        body = request.app.state["metrics"].render()
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @get("/", sync_to_thread=False, media_type=MediaType.HTML, include_in_schema=False)

@@ -28,7 +28,6 @@ from kd.config import Params, ServiceConfig
 from kd.data.io import passage_text
 from kd.errors import ArtifactError, ConfigError, ModelLoadError
 from kd.index import LoadedIndex
-from service.batcher import QueryBatcher
 from service.schemas import Limits, ReadyInfo, RegistryInfo, StudentInfo, TeacherInfo
 
 if TYPE_CHECKING:
@@ -93,7 +92,7 @@ def check_service_config(cfg: ServiceConfig) -> None:
         value = getattr(cfg, key)
         if value < 1:
             raise ConfigError(f"service.{key}={value} must be >= 1 (conf/service/, or -S service.{key}=...)")
-    for key in ("rate_limit_per_minute", "rate_limit_burst", "encode_lanes"):
+    for key in ("rate_limit_per_minute", "rate_limit_burst"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"service.{key}={getattr(cfg, key)} must be >= 0 (0 = off / automatic)")
     if not 0 <= cfg.rerank_nice <= 19:
@@ -140,9 +139,8 @@ class Engine:
     Model calls through sentence-transformers are serialised with a lock per model: a Hugging Face
     fast tokenizer is not safe to call from several threads at once ("Already borrowed"). The ONNX
     query path (`OnnxQueryEncoder`: its own tokenizer, set once; one intra-op thread per call) takes
-    no lock; with `service.encode_lanes` > 0 the queries of concurrent plain searches share ONNX
-    calls (`QueryBatcher`), which costs far less CPU under load than one call each. The student and
-    teacher locks are separate, so a rerank never blocks plain searches on the teacher.
+    no lock, so plain searches use every core. The student and teacher locks are separate, so a
+    rerank never blocks plain searches on the teacher.
     """
 
     def __init__(
@@ -164,13 +162,7 @@ class Engine:
         self.registry = registry
         self.query_prefix = settings.params.student.query_prefix
         self.corpus_size = int(self.faiss.ntotal)
-        self.fast_encode = OnnxQueryEncoder.from_model(student)  # None: torch backend, use encode()
-        lanes = settings.service.encode_lanes
-        self.batcher = (
-            None
-            if not lanes or self.fast_encode is None
-            else QueryBatcher(self.fast_encode, lanes, settings.service.max_batch)
-        )
+        self._fast_encode = OnnxQueryEncoder.from_model(student)  # None: torch backend, use encode()
         self._student_lock = threading.Lock()
         self._teacher_lock = threading.Lock()
         self._teacher_emb: np.ndarray | None = None  # float32 [N, D], row i = index row i
@@ -202,17 +194,11 @@ class Engine:
             return svc.max_rerank_pairs, "service.max_rerank_pairs"
         return svc.max_scored_pairs, "service.max_scored_pairs"
 
-    def encode(self, queries: list[str], shared: bool = True) -> np.ndarray:
-        """L2-normalised float32 query embeddings, all queries in one forward pass.
-
-        `shared`: the pass may also serve other requests' queries (service.encode_lanes). Reranks pass
-        False: their threads run at a lower priority and must not carry plain searches' queries.
-        """
+    def encode(self, queries: list[str]) -> np.ndarray:
+        """L2-normalised float32 query embeddings, all queries in one forward pass."""
         texts = [self.query_prefix + q for q in queries] if self.query_prefix else queries
-        if shared and self.batcher is not None:
-            return self.batcher(texts)
-        if self.fast_encode is not None:  # no lock: its tokenizer is never reconfigured, and a session runs concurrently
-            return self.fast_encode(texts)
+        if self._fast_encode is not None:  # no lock: its tokenizer is never reconfigured, and a session runs concurrently
+            return self._fast_encode(texts)
         with self._student_lock:
             emb = self.student.encode(
                 texts,
@@ -242,7 +228,7 @@ class Engine:
 
         With `rerank`, the teacher re-scores the student's top max(k, rerank_depth) and the best k are kept.
         """
-        emb = self.encode(queries, shared=not rerank)
+        emb = self.encode(queries)
         depth = min(max(k, rerank_depth) if rerank else k, self.corpus_size)
         scores, rows = self.faiss.search(emb, depth)
         hits = [

@@ -77,12 +77,6 @@ class Metrics:
         )
         self.auth_failures = Counter("kd_auth_failures", "requests refused with 401", registry=self.registry)
         self.rate_limited = Counter("kd_rate_limited", "requests refused with 429", registry=self.registry)
-        self.encode_calls = Gauge(
-            "kd_query_encode_calls", "ONNX query-encode calls made (service.encode_lanes)", registry=self.registry
-        )
-        self.encode_requests = Gauge(
-            "kd_query_encode_requests", "requests those calls served (requests / calls = coalescing)", registry=self.registry
-        )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +33,6 @@ from kd.errors import ArtifactError
 from kd.models import encode
 from kd.teacher import BiEncoderTeacher
 from service.app import create_app
-from service.batcher import QueryBatcher
 from service.engine import Engine, Settings, load_engine, validate_artifacts
 from service.ops import RequestIdFilter
 from tests.service_fixtures import REPO, judged_test_queries, teacher_corpus_dir
@@ -319,43 +317,6 @@ def test_concurrent_requests_agree(client: TestClient[Any]) -> None:
         assert all(h == all_hits[0] for h in all_hits), q
 
 
-def test_coalesced_query_encodes_match_lone_ones(engine: Engine) -> None:
-    """Queries that wait behind a running encode share the next ONNX call, and get the rows they would alone."""
-    assert engine.fast_encode is not None and engine.batcher is not None  # the smoke student serves through ONNX
-    onnx = engine.fast_encode
-    queries = [QUERY, "How do I read a file line by line?", "decorator", "Is Python good for beginners?", "unicode"]
-    alone = np.concatenate([onnx([q]) for q in queries])
-    calls: list[int] = []
-    gate = threading.Event()
-
-    def held(texts: list[str]) -> np.ndarray:
-        calls.append(len(texts))
-        gate.wait(10)
-        return onnx(texts)
-
-    batcher = QueryBatcher(held, lanes=1, max_texts=64)
-    with ThreadPoolExecutor(len(queries)) as pool:
-        futures = [pool.submit(batcher, [queries[0]])]
-        deadline = time.monotonic() + 10
-        while not calls and time.monotonic() < deadline:
-            time.sleep(0.005)
-        futures += [pool.submit(batcher, [q]) for q in queries[1:]]
-        while batcher.waiting < len(queries) - 1 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        gate.set()
-        shared = np.concatenate([f.result(10) for f in futures])
-    assert calls == [1, len(queries) - 1]  # one lone call, then the four waiting queries in one padded call
-    np.testing.assert_allclose(shared, alone, atol=1e-5)  # padding changes nothing beyond float rounding
-
-
-def test_encode_lanes_zero_encodes_each_request_alone(artifacts: tuple[Path, Path, Path, Params], engine: Engine) -> None:
-    _, student_dir, index_dir, params = artifacts
-    params = replace(params, service=replace(params.service, encode_lanes=0))
-    alone = Engine(Settings(student_dir, index_dir, params, rerank=False), engine.student, kd_index.load(index_dir), None)
-    assert alone.batcher is None and engine.batcher is not None
-    np.testing.assert_allclose(alone.encode([QUERY]), engine.encode([QUERY]), atol=1e-6)
-
-
 def test_health(client: TestClient[Any]) -> None:
     r = client.get("/health")
     assert r.status_code == 200 and r.json() == {"status": "ok"}
@@ -384,8 +345,6 @@ def test_metrics(client: TestClient[Any]) -> None:
     assert 'kd_http_requests_total{method="POST",route="/search",status="400"}' in text
     assert 'kd_http_request_duration_seconds_bucket{le="0.01",method="POST",route="/search"}' in text
     assert "kd_rerank_in_flight 0.0" in text
-    counts = dict(line.split() for line in text.splitlines() if line.startswith("kd_query_encode_"))
-    assert 1 <= float(counts["kd_query_encode_calls"]) <= float(counts["kd_query_encode_requests"])
 
 
 def test_405_has_allow(client: TestClient[Any]) -> None:
@@ -739,7 +698,6 @@ def test_bad_teacher_corpus_names_the_file(
         ({"max_rerank_depth": 500, "max_rerank_pairs": 100}, "service.max_rerank_pairs=100"),
         ({"rate_limit_per_minute": -1}, "service.rate_limit_per_minute=-1"),
         ({"rerank_nice": 20}, "service.rerank_nice=20"),
-        ({"encode_lanes": -1}, "service.encode_lanes=-1"),
     ],
 )
 def test_bad_service_config_names_the_key(changes: dict[str, Any], needle: str) -> None:

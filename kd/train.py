@@ -404,11 +404,22 @@ def dev_evaluator(
     corpus_text: dict[str, str],
     student: ModelConfig,
 ) -> Any:
+    """Dev-pool nDCG@10 of the model as it will be served: at `student.max_seq_length`, whatever length
+    it trains at (`train.max_seq_length`), so the kept epoch and the WiSE-FT curve score the shipped model."""
     from sentence_transformers.evaluation import InformationRetrievalEvaluator
     from sentence_transformers.util import cos_sim
 
+    class AtServedLength(InformationRetrievalEvaluator):  # type: ignore[misc]
+        def __call__(self, model: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
+            trained_at = model.max_seq_length
+            model.max_seq_length = student.max_seq_length
+            try:
+                return dict(super().__call__(model, *args, **kwargs))
+            finally:
+                model.max_seq_length = trained_at
+
     relevant = {q: {d for d, r in docs.items() if r > 0} for q, docs in qrels.items() if q in queries}
-    return InformationRetrievalEvaluator(
+    return AtServedLength(
         queries={q: queries[q] for q in relevant},
         corpus=corpus_text,
         relevant_docs=relevant,

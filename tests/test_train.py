@@ -235,3 +235,23 @@ def test_wise_ft_scores_the_grid_and_leaves_the_chosen_mix(toy) -> None:
     assert torch.allclose(model.state_dict()[name], 0.5 * trained[name] + 0.5 * initial[name])
     with pytest.raises(ConfigError, match=r"train.interpolate=\[1.5\]"):
         wise_ft(model, initial, evaluator, 1.5)
+
+
+def test_dev_evaluator_scores_at_the_served_length_and_restores_the_training_one() -> None:
+    """Passages whose only match sits past the training length: found at the served length, not at 8 tokens."""
+    filler = "lorem ipsum dolor sit amet " * 6
+    queries = {"q1": "How do I parse JSON?", "q2": "How do I start a thread?"}
+    corpus = {
+        "json": filler + "json.loads parses a JSON string into Python objects",
+        "thread": filler + "threading.Thread(target=f).start() starts a thread",
+    }
+    qrels = {"q1": {"json": 1}, "q2": {"thread": 1}}
+    model = load_bi_encoder("minilm", 8)  # trains at 8 tokens: only the filler survives truncation
+    short = dev_evaluator(queries, qrels, corpus, ModelConfig(name="minilm", model="minilm", max_seq_length=8))
+    served = dev_evaluator(queries, qrels, corpus, ModelConfig(name="minilm", model="minilm", max_seq_length=128))
+    seen: list[int] = []
+    model[0].register_forward_pre_hook(lambda mod, args: seen.append(int(mod.max_seq_length)))
+    assert served(model)["dev_cosine_mrr@10"] == pytest.approx(1.0)
+    assert model.max_seq_length == 8 and seen and set(seen) == {128}
+    # at 8 tokens both passages are the same filler: the run is a tie, not both at rank 1
+    assert short(model)["dev_cosine_mrr@10"] < 1.0

@@ -31,6 +31,8 @@ MIX_FIELDS = ["variant", "seed", "interpolate", "dev_ndcg@10"]
 # name -> overrides on top of the committed params.yaml (each a `-S` of `dvc exp run`)
 BASE = ["mining.sources=[bm25]", "mining.pseudo_queries=0", "loss.sim_kl=0.0", "loss.embed=0.0"]
 VARIANTS: dict[str, list[str]] = {
+    "default": [],  # the committed params.yaml as it is
+    "django_default": ["data=django_docs_faq"],  # the same on the second corpus (its dev split)
     "base": BASE,
     "teacher_negs": [*BASE, "mining.sources=[bm25,teacher]"],
     "sim_kl": [*BASE, "loss.sim_kl=1.0"],

@@ -162,7 +162,7 @@ class Engine:
         self.registry = registry
         self.query_prefix = settings.params.student.query_prefix
         self.corpus_size = int(self.faiss.ntotal)
-        self._fast_encode = OnnxQueryEncoder.from_model(student)  # None: torch backend, use encode()
+        self.fast_encode = OnnxQueryEncoder.from_model(student)  # the ONNX query path; None: torch backend, use encode()
         self._student_lock = threading.Lock()
         self._teacher_lock = threading.Lock()
         self._teacher_emb: np.ndarray | None = None  # float32 [N, D], row i = index row i
@@ -197,8 +197,8 @@ class Engine:
     def encode(self, queries: list[str]) -> np.ndarray:
         """L2-normalised float32 query embeddings, all queries in one forward pass."""
         texts = [self.query_prefix + q for q in queries] if self.query_prefix else queries
-        if self._fast_encode is not None:  # no lock: its tokenizer is never reconfigured, and a session runs concurrently
-            return self._fast_encode(texts)
+        if self.fast_encode is not None:  # no lock: its tokenizer is never reconfigured, and a session runs concurrently
+            return self.fast_encode(texts)
         with self._student_lock:
             emb = self.student.encode(
                 texts,

@@ -9,8 +9,9 @@ concurrency), through the same `load_engine` the service calls, so a change to t
 shows up here:
   * `encode`: the student's query encode (`Engine.encode`: the ONNX fast path for onnx backends);
   * `faiss@10`, `faiss@100`: the index search alone (`Engine.faiss`);
-  * `encode xN (one call)`: one ONNX call on N different queries (`Engine.fast_encode`), what
-    `service.encode_lanes` makes of N plain searches that arrive together;
+  * `encode xN (one call)`: one ONNX call on N different queries (`Engine.fast_encode`): what sharing
+    one call among N concurrent searches would cost (bench/README.md: 2.6x one query at N=4, so the
+    service gives each search its own call);
   * `search`: the whole plain search (`Engine.search`, k=10);
   * `rerank@N`: the rerank path (`Engine.search` with rerank over the student's top N): with a
     bi-encoder teacher and artifacts/teacher_corpus, one teacher query encode plus dot products.
@@ -56,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-rerank", action="store_true", help="skip the teacher (no rerank timing)")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="cProfile N plain searches")
     ap.add_argument("--encode-batches", type=int, nargs="*", default=[4, 8], metavar="N",
-                    help="also time one ONNX call on N queries (what service.encode_lanes coalesces), default 4 8")  # fmt: skip
+                    help="also time one ONNX call on N different queries, default 4 8")  # fmt: skip
     ap.add_argument("--out", type=Path, default=RESULTS)
     return ap.parse_args(argv)
 

@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--startup-timeout", type=float, default=300.0)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "service_load.json")
     p.add_argument("--service", action="append", default=[], metavar="KEY=VALUE",
-                   help="a service.* override for both servers, e.g. --service encode_lanes=0 (repeatable)")  # fmt: skip
+                   help="a service.* override for both servers, e.g. --service search_workers=2 (repeatable)")  # fmt: skip
     args = p.parse_args(argv)
     if min(args.requests, args.rounds, args.rerank_requests, args.mixed_plain) < 1:
         p.error("counts must be >= 1")

@@ -33,6 +33,8 @@ BASE = ["mining.sources=[bm25]", "mining.pseudo_queries=0", "loss.sim_kl=0.0", "
 VARIANTS: dict[str, list[str]] = {
     "default": [],  # the committed params.yaml as it is
     "django_default": ["data=django_docs_faq"],  # the same on the second corpus (its dev split)
+    "full": ["+experiment=full"],  # the student trained at 256 tokens too (conf/experiment/full.yaml)
+    "django_full": ["data=django_docs_faq", "+experiment=full"],
     "base": BASE,
     "teacher_negs": [*BASE, "mining.sources=[bm25,teacher]"],
     "sim_kl": [*BASE, "loss.sim_kl=1.0"],

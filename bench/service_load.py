@@ -11,6 +11,8 @@ Then, one client at a time:
      the intended refusals; anything else is an error).
   4. the same four plain clients without the rerank client (the control: what the reranks add to
      the plain tail, apart from what four closed-loop clients on these cores cost by themselves).
+  5. with `--plain-rate R`: the mixed load again, each plain client paced at R requests/s (open
+     loop: latency counts from each request's scheduled time), i.e. a load below saturation.
 Writes bench/results/service_load.json and prints a markdown table.
 
     python -m bench.service_load --student artifacts/student --index artifacts/index \
@@ -92,9 +94,17 @@ def sequential(
         c.close()
 
 
-def mixed(url: str, plain_n: int, plain_clients: int, time_cap: float, rerank_client: bool = True) -> dict[str, Any]:
+def mixed(
+    url: str, plain_n: int, plain_clients: int, time_cap: float, rerank_client: bool = True, rate: float = 0.0
+) -> dict[str, Any]:
     """One rerank client back to back (unless `rerank_client` is False) + `plain_clients` plain
-    clients sharing `plain_n` requests."""
+    clients sharing `plain_n` requests.
+
+    `rate` 0: each plain client sends its next request as soon as the last one returns (closed loop:
+    the clients saturate the server). `rate` > 0: each sends on a fixed schedule of `rate` requests/s
+    (clients staggered); a request's latency counts from its scheduled time, so a client that falls
+    behind still pays for the wait (no coordinated omission).
+    """
     stop = threading.Event()
     lock = threading.Lock()
     plain_lat: list[float] = []
@@ -124,16 +134,26 @@ def mixed(url: str, plain_n: int, plain_clients: int, time_cap: float, rerank_cl
         finally:
             c.close()
 
-    def plain() -> None:
+    def plain(slot: int) -> None:
         c = client(url, None)
+        sent = 0
         try:
             while time.perf_counter() < deadline:
                 with lock:
                     i = next(counter, None)
                 if i is None:
                     return
+                lag = 0.0
+                if rate > 0:
+                    due = t0 + (sent + slot / plain_clients) / rate
+                    sent += 1
+                    now = time.perf_counter()
+                    if now < due:
+                        time.sleep(due - now)
+                    lag = max(0.0, time.perf_counter() - due) * 1000
                 try:
                     status, ms = timed(c, PLAIN, DEFAULT_QUERIES[i % len(DEFAULT_QUERIES)])
+                    ms += lag
                 except OSError as exc:
                     with lock:
                         errors.append(f"plain {type(exc).__name__}: {exc}")
@@ -150,7 +170,7 @@ def mixed(url: str, plain_n: int, plain_clients: int, time_cap: float, rerank_cl
         r.start()
         time.sleep(0.5)  # the rerank client is busy before the plain clients start
     t0 = time.perf_counter()
-    ps = [threading.Thread(target=plain, daemon=True) for _ in range(plain_clients)]
+    ps = [threading.Thread(target=plain, args=(n,), daemon=True) for n in range(plain_clients)]
     for t in ps:
         t.start()
     for t in ps:
@@ -173,6 +193,7 @@ def mixed(url: str, plain_n: int, plain_clients: int, time_cap: float, rerank_cl
         "errors": unintended,
         "error_samples": errors[:5],
         "wall_s": round(wall, 2),
+        "plain_rate_per_client": rate or "closed loop",
     }
 
 
@@ -230,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rerank-requests", type=int, default=40)
     p.add_argument("--mixed-plain", type=int, default=1200, help="plain requests in the mixed load (default 1200)")
     p.add_argument("--time-cap", type=float, default=120.0, help="seconds cap for the mixed load")
+    p.add_argument("--plain-rate", type=float, default=0.0, metavar="R",
+                   help="also run the mixed load paced: each plain client at R requests/s (default 0: not run)")  # fmt: skip
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--startup-timeout", type=float, default=300.0)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "service_load.json")
@@ -238,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if min(args.requests, args.rounds, args.rerank_requests, args.mixed_plain) < 1:
         p.error("counts must be >= 1")
+    if args.plain_rate < 0:
+        p.error("--plain-rate must be >= 0 (0: do not run the paced load)")
     overrides = parse_overrides(args.service, p)
 
     from service.keys import create_key
@@ -267,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         rerank_lat, rerank_codes = sequential(url_a, None, RERANK, args.rerank_requests, 3)
         mix = mixed(url_a, args.mixed_plain, 4, args.time_cap)
         alone = mixed(url_a, args.mixed_plain, 4, args.time_cap, rerank_client=False)
+        paced = mixed(url_a, args.mixed_plain, 4, args.time_cap, rate=args.plain_rate) if args.plain_rate else None
 
     report: dict[str, Any] = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -281,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
                           "status": dict(rerank_codes)},
         "mixed_1_rerank_4_plain": mix,
         "control_4_plain_no_rerank": alone,
+        "mixed_paced": paced,
         "settings": vars(args) | {"plain_body": PLAIN, "rerank_body": RERANK, "service_overrides": overrides},
     }  # fmt: skip
     report["settings"] = {k: str(v) for k, v in report["settings"].items()}
@@ -300,13 +327,20 @@ def main(argv: list[str] | None = None) -> int:
         f"| control: the 4 plain clients alone | {alone['plain_requests']} | {alone['plain_p50_ms']} | "
         f"{alone['plain_p99_ms']} | no rerank client; status {alone['plain_status']} |",
     ]
+    if paced is not None:
+        rows.append(
+            f"| mixed, paced: plain searches | {paced['plain_requests']} | {paced['plain_p50_ms']} | "
+            f"{paced['plain_p99_ms']} | 4 plain clients at {args.plain_rate:g} req/s each ({paced['plain_rps']} req/s "
+            f"sent) + 1 rerank client ({paced['rerank_requests']} reranks); status {paced['plain_status']}; "
+            f"unintended errors {paced['errors']} |"
+        )
     report["table"] = "\n".join(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(report["table"])
     print(f"\nbf16: {report['machine']['bf16']} (avx512_bf16 {report['machine']['avx512_bf16']}, "
           f"amx {report['machine']['amx_bf16']}); wrote {args.out}")  # fmt: skip
-    return 1 if mix["errors"] or alone["errors"] else 0
+    return 1 if mix["errors"] or alone["errors"] or (paced or {}).get("errors") else 0
 
 
 if __name__ == "__main__":

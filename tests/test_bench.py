@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import latency, seeds
+from bench import latency, seeds, service_load
 
 
 def test_latency_times_the_shipped_engine(smoke_repo: Path, smoke_cache: Path, tmp_path: Path, monkeypatch) -> None:
@@ -31,6 +31,36 @@ def test_latency_names_the_missing_artifact(smoke_repo: Path, tmp_path: Path) ->
     (tmp_path / "params.yaml").write_text((smoke_repo / "params.yaml").read_text())
     with pytest.raises(SystemExit, match=r"artifacts/student.*dvc repro train"):
         latency.main(["--root", str(tmp_path), "--no-rerank", "--out", str(tmp_path / "out")])
+
+
+def test_service_load_runs_every_scenario_against_real_servers(
+    smoke_repo: Path, smoke_cache: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """bench.service_load end to end on the smoke artifacts: real `python -m service` processes over loopback."""
+    monkeypatch.setenv("KD_CACHE_DIR", str(smoke_cache))
+    out = tmp_path / "service_load.json"
+    art = smoke_repo / "artifacts"
+    argv = ["--student", str(art / "student"), "--index", str(art / "index"), "--params", str(smoke_repo / "params.yaml"),
+            "--requests", "5", "--rounds", "1", "--rerank-requests", "2", "--mixed-plain", "20", "--warmup", "1",
+            "--plain-rate", "20", "--out", str(out)]  # fmt: skip
+    if (art / "teacher_corpus").is_dir():
+        argv += ["--teacher-corpus", str(art / "teacher_corpus")]
+    assert service_load.main(argv) == 0
+    report = json.loads(out.read_text())
+    assert report["plain_auth_rate_limit_off"]["status"] == {"200": 5}
+    assert report["plain_auth_rate_limit_on"]["status"] == {"200": 5}  # through the API key and the rate limiter
+    for name in ("mixed_1_rerank_4_plain", "control_4_plain_no_rerank", "mixed_paced"):
+        assert report[name]["plain_requests"] == 20 and report[name]["errors"] == 0, report[name]
+    assert report["mixed_1_rerank_4_plain"]["rerank_requests"] >= 1
+    # paced: 4 clients at 20 requests/s each cannot send faster than their schedule (~80/s)
+    assert report["mixed_paced"]["plain_rps"] <= 4 * 20 * 1.2
+    assert report["mixed_paced"]["plain_rate_per_client"] == 20
+    assert "mixed, paced" in report["table"]
+
+
+def test_service_load_refuses_a_negative_rate() -> None:
+    with pytest.raises(SystemExit):
+        service_load.main(["--plain-rate", "-1"])
 
 
 def test_seeds_rows_and_markdown_carry_each_seed_and_the_mean() -> None:

@@ -35,6 +35,9 @@ VARIANTS: dict[str, list[str]] = {
     "django_default": ["data=django_docs_faq"],  # the same on the second corpus (its dev split)
     "full": ["+experiment=full"],  # the student trained at 256 tokens too (conf/experiment/full.yaml)
     "django_full": ["data=django_docs_faq", "+experiment=full"],
+    # the same at the default's lr (2e-4; full keeps lr 8e-5, the recipe it was measured with at 256)
+    "full_lr2e-4": ["+experiment=full", "train.learning_rate=2e-4"],
+    "django_full_lr2e-4": ["data=django_docs_faq", "+experiment=full", "train.learning_rate=2e-4"],
     "base": BASE,
     "teacher_negs": [*BASE, "mining.sources=[bm25,teacher]"],
     "sim_kl": [*BASE, "loss.sim_kl=1.0"],

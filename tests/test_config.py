@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import yaml
 
@@ -101,6 +103,7 @@ def test_full_experiment_lengthens_only_the_students_training():
     assert full.student.max_seq_length == full.train.max_seq_length == 256 > default.train.max_seq_length
     assert default.student.max_seq_length == 256  # the default encodes at 256 but trains at 128
     assert full.teacher == default.teacher and full.data == default.data and full.loss == default.loss
+    assert full.train == replace(default.train, max_seq_length=256)  # the default's recipe, trained longer
 
 
 @pytest.mark.parametrize(

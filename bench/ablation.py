@@ -41,6 +41,9 @@ VARIANTS: dict[str, list[str]] = {
     # full at the default's lr: the runs that chose full.yaml's current recipe (README, fifth round)
     "full_lr2e-4": ["+experiment=full", "train.learning_rate=2e-4"],
     "django_full_lr2e-4": ["data=django_docs_faq", "+experiment=full", "train.learning_rate=2e-4"],
+    # half the training headings / API names rewritten as questions by a template (kd.pseudo.as_question)
+    "questions": ["mining.question_share=0.5"],
+    "django_questions": ["data=django_docs_faq", "mining.question_share=0.5"],
     "base": BASE,
     "teacher_negs": [*BASE, "mining.sources=[bm25,teacher]"],
     "sim_kl": [*BASE, "loss.sim_kl=1.0"],

@@ -138,6 +138,7 @@ class MiningConfig:
     pseudo_queries: int = 0  # spans cropped from passages, labelled by the teacher over the corpus (0 = off)
     pseudo_min_words: int = 6
     pseudo_max_words: int = 20
+    question_share: float = 0.0  # share of training queries rewritten as questions by a template (kd.pseudo)
 
 
 @dataclass(frozen=True)

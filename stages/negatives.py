@@ -1,7 +1,8 @@
 """Stage `negatives`: training groups (query, positive, hard negatives), false negatives removed.
 
-Queries: the judged training queries, plus `mining.pseudo_queries` spans cropped from passages
-(kd.pseudo) whose positive is the teacher's own top-1 over the whole corpus. Candidates: the
+Queries: the judged training queries (a `mining.question_share` of them rewritten as questions by a
+template, kd.pseudo), plus `mining.pseudo_queries` spans cropped from passages (kd.pseudo) whose
+positive is the teacher's own top-1 over the whole corpus. Candidates: the
 top-`mining.depth` of each run in `mining.sources` (`bm25`; `dense`, the untrained student's
 ranking; `teacher`, the teacher's top-K over the corpus). Candidates are scored by the teacher
 (dot products with the `teacher_corpus` matrix for a bi-encoder, pair scoring for a cross-encoder)
@@ -27,7 +28,7 @@ from kd.data.io import judged, passage_text, read_dataset
 from kd.errors import DataError
 from kd.metrics import Run, read_trec
 from kd.paths import cache_dir
-from kd.pseudo import pseudo_queries
+from kd.pseudo import pseudo_queries, rewrite_as_questions
 from kd.teacher import BiEncoderTeacher, CachedTeacher, load_teacher
 
 OUT = Path("artifacts/negatives.parquet")
@@ -38,7 +39,7 @@ def main(p: Params) -> None:
     ds = read_dataset(Path("data"))
     held_out = judged(ds.qrels)
     teacher = load_teacher(p.teacher)  # fail fast on a bad teacher
-    queries = dict(ds.queries["train"])
+    queries = rewrite_as_questions(ds.queries["train"], p.mining.question_share, p.seed)
     qrels = {q: docs for q, docs in ds.qrels["train"].items()}
     runs: dict[str, Run] = {}
     files = {"bm25": Path("artifacts/bm25/runs/train.trec"), "dense": Path("artifacts/baseline/runs/train.trec")}

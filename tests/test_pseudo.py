@@ -5,7 +5,7 @@ import random
 import pytest
 
 from kd.errors import DataError
-from kd.pseudo import crop, pseudo_queries
+from kd.pseudo import as_question, crop, pseudo_queries, rewrite_as_questions, shape
 
 TEXT = "Lists are mutable sequences. You can sort a list in place with the sort method of the list. Done."
 
@@ -36,3 +36,40 @@ def test_empty_pseudo_query_set_is_an_error_naming_the_keys() -> None:
         pseudo_queries(corpus, set(), 3, 6, 20, seed=0)
     with pytest.raises(DataError, match="pseudo_min_words=9 must be"):
         pseudo_queries(corpus, set(), 3, 9, 2, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("Path.glob", "identifier"),
+        ("--enable-optimizations", "identifier"),
+        ("STORE_SUBSCR", "identifier"),
+        ("Opening network connections", "gerund"),
+        ("The store action", "phrase"),
+        ("Python", "phrase"),
+        ("What About Exceptions?", "question"),
+        ("How callbacks are called", "question"),
+    ],
+)
+def test_shape_picks_the_template_family(text: str, kind: str) -> None:
+    assert shape(text) == kind
+
+
+def test_as_question_wraps_the_whole_text_and_keeps_questions() -> None:
+    rng = random.Random(0)
+    for text in ("Path.glob", "Opening network connections", "The store action"):
+        out = as_question(text, rng)
+        assert out.endswith("?") and text in out and out != text + "?"
+    assert as_question("How callbacks are called", rng) == "How callbacks are called?"
+    assert as_question("What About Exceptions?", rng) == "What About Exceptions?"
+
+
+def test_rewrite_as_questions_share_is_reproducible_and_bounded() -> None:
+    queries = {f"q{i}": f"heading number {i}" for i in range(400)}
+    assert rewrite_as_questions(queries, 0.0, seed=1) == queries
+    assert all(t.endswith("?") for t in rewrite_as_questions(queries, 1.0, seed=1).values())
+    half = rewrite_as_questions(queries, 0.5, seed=1)
+    assert half == rewrite_as_questions(queries, 0.5, seed=1) and set(half) == set(queries)
+    assert 150 < sum(half[q] != queries[q] for q in queries) < 250
+    with pytest.raises(DataError, match=r"mining.question_share=1.5 must lie in \[0, 1\]"):
+        rewrite_as_questions(queries, 1.5, seed=1)

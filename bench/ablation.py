@@ -44,6 +44,11 @@ VARIANTS: dict[str, list[str]] = {
     # half the training headings / API names rewritten as questions by a template (kd.pseudo.as_question)
     "questions": ["mining.question_share=0.5"],
     "django_questions": ["data=django_docs_faq", "mining.question_share=0.5"],
+    # loss weights (default margin_mse 0.6 / listwise_kl 0.2 / in_batch 0.2): KL-heavy, and teacher signal only
+    "w_kl": ["loss.margin_mse=0.2", "loss.listwise_kl=0.6"],
+    "django_w_kl": ["data=django_docs_faq", "loss.margin_mse=0.2", "loss.listwise_kl=0.6"],
+    "w_noib": ["loss.margin_mse=0.8", "loss.in_batch=0"],
+    "django_w_noib": ["data=django_docs_faq", "loss.margin_mse=0.8", "loss.in_batch=0"],
     "base": BASE,
     "teacher_negs": [*BASE, "mining.sources=[bm25,teacher]"],
     "sim_kl": [*BASE, "loss.sim_kl=1.0"],

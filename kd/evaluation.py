@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from scipy import stats
 
 from kd.metrics import Run, cut
 from kd.teacher import Teacher
@@ -59,6 +60,40 @@ def gap_summary(table: dict[str, dict[str, float]], measure: str = "nDCG@10") ->
         "student_over_teacher": kd / teacher if teacher else float("nan"),
         "gap_closed": (kd - base) / gap if gap else float("nan"),
     }
+
+
+def gap_intervals(
+    pq: dict[str, dict[str, float]], n_resamples: int = 2000, seed: int = 0
+) -> dict[str, list[float]]:
+    """95% bootstrap intervals of `gap_summary`'s ratios, the questions resampled (paired across systems).
+
+    Why: with 50-120 questions a ratio's point value hides how much it owes to which questions were
+    asked; the interval says whether a miss (or a win) is beyond that sampling noise. `pq` maps system
+    -> qid -> a per-query measure (nDCG@10 in `evaluate`) for `kd`, `teacher` and `untrained`. Seeds
+    are a separate source of spread (bench.seeds).
+    """
+    qids = sorted(pq["kd"])
+    kd, teacher, base = (np.array([pq[s].get(q, 0.0) for q in qids]) for s in ("kd", "teacher", "untrained"))
+
+    def ratio(k: np.ndarray, t: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.asarray(k.mean(axis) / t.mean(axis))
+
+    def closed(k: np.ndarray, t: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        return np.asarray((k.mean(axis) - b.mean(axis)) / (t.mean(axis) - b.mean(axis)))
+
+    out: dict[str, list[float]] = {}
+    for name, statistic in (("student_over_teacher", ratio), ("gap_closed", closed)):
+        with np.errstate(divide="ignore", invalid="ignore"):  # a resample where teacher == untrained: inf, kept
+            res = stats.bootstrap(
+                (kd, teacher, base), statistic, paired=True, vectorized=True, n_resamples=n_resamples,
+                method="percentile", rng=np.random.default_rng(seed),
+            )
+        draws = res.bootstrap_distribution
+        if np.all(draws == draws[0]):  # every resample agrees (scipy answers nan): the interval is that value
+            out[f"{name}_ci95"] = [float(draws[0])] * 2
+        else:
+            out[f"{name}_ci95"] = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+    return out
 
 
 def markdown_table(rows: dict[str, dict[str, float]], columns: list[str]) -> str:

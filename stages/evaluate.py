@@ -3,7 +3,8 @@
 Systems: BM25; untrained student; KD student (FAISS); KD student + teacher rerank of its top-K;
 the teacher alone over the full corpus (a bi-encoder teacher, from the `teacher_corpus` matrix).
 Dev is what every choice was made on; test is computed here only and chooses nothing.
-Paired significance: KD vs untrained on per-query nDCG@10, per split.
+Paired significance: KD vs untrained on per-query nDCG@10, per split; bootstrap intervals (questions
+resampled) for KD / teacher and the gap closed, so a reader sees how much a ratio owes to the question sample.
 """
 
 import csv
@@ -19,6 +20,7 @@ from kd.config import Params
 from kd.data.io import passage_text, read_dataset
 from kd.evaluation import (
     PairScorer,
+    gap_intervals,
     gap_summary,
     markdown_table,
     rerank,
@@ -82,7 +84,10 @@ def main(p: Params) -> None:
         tables[split] = {name: evaluate(qrels, run) for name, run in split_runs.items()}
         pq = {name: per_query(qrels, run)["nDCG@10"] for name, run in split_runs.items()}
         summary: dict[str, object] = {"kd_vs_untrained_ndcg@10": paired_test(pq["kd"], pq["untrained"])}
-        summary.update(gap_summary(tables[split]) if "teacher" in tables[split] else {"teacher_alone": NOT_COMPUTED})
+        if "teacher" in tables[split]:
+            summary.update({**gap_summary(tables[split]), **gap_intervals(pq)})
+        else:
+            summary["teacher_alone"] = NOT_COMPUTED
         summary["kd_ndcg@10_by_query_backend"] = {b: evaluate(qrels, run)["nDCG@10"] for b, run in backend_runs.items()}
         metrics[split] = {"table": tables[split], **summary}  # dev chooses a backend (e.g. int8), test reports it
 
@@ -106,7 +111,9 @@ def main(p: Params) -> None:
         md += f"\nKD vs untrained nDCG@10: diff {sig['mean_diff']:+.4f}, paired t p={sig['t_pvalue']:.3g}, "
         md += f"Wilcoxon p={sig['wilcoxon_pvalue']:.3g} (n={int(sig['n'])})"
         if "gap_closed" in m:
-            md += f"; KD / teacher {m['student_over_teacher']:.1%}, gap closed {m['gap_closed']:.1%}\n\n"
+            ratio, closed = m["student_over_teacher_ci95"], m["gap_closed_ci95"]
+            md += f"; KD / teacher {m['student_over_teacher']:.1%} (95% CI over questions {ratio[0]:.1%} to {ratio[1]:.1%}), "
+            md += f"gap closed {m['gap_closed']:.1%} ({closed[0]:.1%} to {closed[1]:.1%})\n\n"
         else:
             md += f"; teacher alone {NOT_COMPUTED}\n\n"
         md += f"KD nDCG@10 by query-encoder backend (corpus encoded with {corpus_encoder(p)}): "
@@ -119,6 +126,9 @@ def main(p: Params) -> None:
             m = metrics[split]
             assert isinstance(m, dict)
             tr.metrics({k: float(v) for k, v in m.items() if k in ("gap_closed", "student_over_teacher")}, prefix=f"{split}.")
+            for key in ("gap_closed_ci95", "student_over_teacher_ci95"):
+                if key in m:
+                    tr.metrics({f"{key}_low": m[key][0], f"{key}_high": m[key][1]}, prefix=f"{split}.")
             tr.metrics({"kd_vs_untrained_t_pvalue": m["kd_vs_untrained_ndcg@10"]["t_pvalue"]}, prefix=f"{split}.")
             tr.metrics(m["kd_ndcg@10_by_query_backend"], prefix=f"{split}.kd_ndcg_at_10.backend.")
         tr.artifact(EVAL)

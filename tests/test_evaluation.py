@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from kd.config import ModelConfig
-from kd.evaluation import gap_summary, markdown_table, rerank, teacher_run, text_pair_scorer, view_pair_scorer
+from kd.evaluation import (
+    gap_intervals,
+    gap_summary,
+    markdown_table,
+    rerank,
+    teacher_run,
+    text_pair_scorer,
+    view_pair_scorer,
+)
 from kd.teacher import BiEncoderTeacher, load_teacher
 from kd.teacher_corpus import TeacherCorpus
 
@@ -51,6 +59,42 @@ def test_gap_summary_by_hand() -> None:
     out = gap_summary(table)
     assert out["gap_closed"] == pytest.approx(0.5)
     assert out["student_over_teacher"] == pytest.approx(0.6 / 0.7)
+
+
+def _pq(kd: list[float], teacher: list[float], base: list[float]) -> dict[str, dict[str, float]]:
+    return {name: {f"q{i}": v for i, v in enumerate(vals)} for name, vals in (("kd", kd), ("teacher", teacher), ("untrained", base))}
+
+
+def test_gap_intervals_degenerate_by_hand() -> None:
+    # KD equal to the teacher on every question: every resample gives ratio 1 and gap closed 1
+    teacher = [1.0, 0.5, 0.1, 0.8, 0.3]
+    out = gap_intervals(_pq(teacher, teacher, [0.2, 0.1, 0.0, 0.4, 0.0]))
+    assert out["student_over_teacher_ci95"] == pytest.approx([1.0, 1.0])
+    assert out["gap_closed_ci95"] == pytest.approx([1.0, 1.0])
+    # KD exactly half the teacher on every question: the ratio of means is 0.5 on every resample
+    half = gap_intervals(_pq([v / 2 for v in teacher], teacher, [0.0] * 5))
+    assert half["student_over_teacher_ci95"] == pytest.approx([0.5, 0.5])
+    assert half["gap_closed_ci95"] == pytest.approx([0.5, 0.5])
+
+
+def test_gap_intervals_cover_the_point_and_shrink_with_more_questions() -> None:
+    rng = np.random.default_rng(0)
+
+    def sample(n: int) -> dict[str, dict[str, float]]:
+        teacher = rng.uniform(0.4, 1.0, n)
+        return _pq(list(teacher - rng.uniform(0.0, 0.2, n)), list(teacher), list(teacher - rng.uniform(0.1, 0.5, n)))
+
+    small, large = sample(30), sample(600)
+    for pq in (small, large):
+        out = gap_intervals(pq)
+        point = gap_summary({s: {"nDCG@10": float(np.mean(list(v.values())))} for s, v in pq.items()})
+        for key in ("student_over_teacher", "gap_closed"):
+            low, high = out[f"{key}_ci95"]
+            assert low < point[key] < high
+        assert out["student_over_teacher_ci95"][1] < 1.0  # KD is below the teacher on every question
+    width = {n: (lambda ci: ci[1] - ci[0])(gap_intervals(pq)["student_over_teacher_ci95"]) for n, pq in (("s", small), ("l", large))}
+    assert width["l"] < width["s"] / 2  # ~sqrt(20) narrower
+    assert gap_intervals(small) == gap_intervals(small)  # seeded: the same file gives the same interval
 
 
 def test_markdown_table() -> None:

@@ -117,6 +117,10 @@ def test_full_experiment_lengthens_only_the_students_training():
             "data=django_docs_faq",  # same builder, another Debian docs package, release notes left out
             lambda p: (p.data.name, p.data.debian_package, p.data.exclude[0]) == ("python_docs_faq", "python-django-doc", "releases/"),
         ),
+        (
+            "data=sqlalchemy_docs_faq",  # a third docs package, never chosen on: reports how the default carries over
+            lambda p: (p.data.name, p.data.debian_package, p.data.exclude[0]) == ("python_docs_faq", "python-sqlalchemy-doc", "changelog/"),
+        ),
         ("index=hnsw", lambda p: p.index.type == "hnsw"),
     ],
 )

@@ -97,18 +97,22 @@ def test_reST_wins_over_html_in_one_folder(tmp_path):
     assert [name for name, _ in list_pages(html)] == ["faq/general"]
 
 
-def test_django_docs_package():
-    """The real python-django-doc (HTML only) through the shipped config's exclusions."""
+@pytest.mark.parametrize(
+    ("config", "questions", "passages"),
+    [("django_docs_faq", 40, (4000, 8000)), ("sqlalchemy_docs_faq", 30, (3000, 6000))],
+)
+def test_docs_package(config: str, questions: int, passages: tuple[int, int]) -> None:
+    """A real Debian docs package (HTML only) through the shipped config's exclusions."""
     import yaml
 
-    cfg = yaml.safe_load(Path("conf/data/django_docs_faq.yaml").read_text())
+    cfg = yaml.safe_load(Path(f"conf/data/{config}.yaml").read_text())
     sources, version = fetch_debian_docs(cfg["debian_package"])
     ds = build(sources, version, exclude=tuple(cfg["exclude"]), max_train_queries=600)
     validate(ds)
     held_out = {**ds.queries["dev"], **ds.queries["test"]}
-    assert len(held_out) >= 40 and all(q.endswith("?") for q in held_out.values())
-    assert 4000 < len(ds.corpus) < 8000
-    assert not any(d.startswith("releases/") for d in ds.corpus)
+    assert len(held_out) >= questions and all(q.endswith("?") for q in held_out.values())
+    assert passages[0] < len(ds.corpus) < passages[1]
+    assert not any(d.startswith(cfg["exclude"][0]) for d in ds.corpus)
     train_pos = {d for docs in ds.qrels["train"].values() for d in docs}
     assert not any(d.startswith("faq/") for d in train_pos)
     assert len(ds.queries["train"]) == 600

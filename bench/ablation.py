@@ -49,6 +49,9 @@ VARIANTS: dict[str, list[str]] = {
     "django_w_kl": ["data=django_docs_faq", "loss.margin_mse=0.2", "loss.listwise_kl=0.6"],
     "w_noib": ["loss.margin_mse=0.8", "loss.in_batch=0"],
     "django_w_noib": ["data=django_docs_faq", "loss.margin_mse=0.8", "loss.in_batch=0"],
+    # the in-batch term doubled at margin-MSE's expense (without it dev fell most: w_noib)
+    "w_ib": ["loss.margin_mse=0.4", "loss.in_batch=0.4"],
+    "django_w_ib": ["data=django_docs_faq", "loss.margin_mse=0.4", "loss.in_batch=0.4"],
     "base": BASE,
     "teacher_negs": [*BASE, "mining.sources=[bm25,teacher]"],
     "sim_kl": [*BASE, "loss.sim_kl=1.0"],

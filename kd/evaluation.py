@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -83,16 +84,17 @@ def gap_intervals(
 
     out: dict[str, list[float]] = {}
     for name, statistic in (("student_over_teacher", ratio), ("gap_closed", closed)):
-        with np.errstate(divide="ignore", invalid="ignore"):  # a resample where teacher == untrained: inf, kept
+        with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.DegenerateDataWarning)  # the interval is read below, not by scipy
             res = stats.bootstrap(
                 (kd, teacher, base), statistic, paired=True, vectorized=True, n_resamples=n_resamples,
                 method="percentile", rng=np.random.default_rng(seed),
             )
-        draws = res.bootstrap_distribution
-        if np.all(draws == draws[0]):  # every resample agrees (scipy answers nan): the interval is that value
-            out[f"{name}_ci95"] = [float(draws[0])] * 2
-        else:
-            out[f"{name}_ci95"] = [float(res.confidence_interval.low), float(res.confidence_interval.high)]
+        # the percentile interval, read off the draws: resamples where the teacher ties the untrained
+        # student (gap closed undefined) are left out, and a constant statistic gives [v, v] (scipy: nan)
+        draws = res.bootstrap_distribution[np.isfinite(res.bootstrap_distribution)]
+        low, high = np.percentile(draws, [2.5, 97.5]) if draws.size else (float("nan"), float("nan"))
+        out[f"{name}_ci95"] = [float(low), float(high)]
     return out
 
 

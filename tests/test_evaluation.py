@@ -75,6 +75,9 @@ def test_gap_intervals_degenerate_by_hand() -> None:
     half = gap_intervals(_pq([v / 2 for v in teacher], teacher, [0.0] * 5))
     assert half["student_over_teacher_ci95"] == pytest.approx([0.5, 0.5])
     assert half["gap_closed_ci95"] == pytest.approx([0.5, 0.5])
+    # a teacher that ties the untrained student on most resamples: those resamples are left out, no inf
+    tied = gap_intervals(_pq([0.5, 0.5, 0.5, 0.5, 1.0], [0.5, 0.5, 0.5, 0.5, 1.0], [0.5, 0.5, 0.5, 0.5, 0.0]))
+    assert tied["gap_closed_ci95"] == pytest.approx([1.0, 1.0])
 
 
 def test_gap_intervals_cover_the_point_and_shrink_with_more_questions() -> None:

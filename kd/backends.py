@@ -16,7 +16,7 @@ import numpy as np
 from kd.config import check_backend
 from kd.errors import ModelLoadError
 from kd.model_store import resolve
-from kd.models import load_bi_encoder
+from kd.models import encode, load_bi_encoder, set_max_length
 from kd.onnx_export import SERVING_FILE, Recipe, default_export_dir, export_onnx, read_marker
 from kd.runtime import ort_session_options
 
@@ -75,8 +75,7 @@ def load_student(
             f"could not load the {kind} export in {out} ({type(exc).__name__}: {str(exc)[:200]}); "
             f"delete {out} to export it again"
         ) from exc
-    if max_seq_length:
-        model.max_seq_length = max_seq_length
+    set_max_length(model, max_seq_length)
     return model
 
 
@@ -139,3 +138,39 @@ class OnnxQueryEncoder:
         emb = (tokens * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
         emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
         return np.ascontiguousarray(emb, dtype=np.float32)
+
+
+# ---------------------------------------------------------------- query-encode latency
+
+
+def query_path(model: SentenceTransformer, prefix: str = "") -> Any:
+    """The query encoder as the service runs it: `OnnxQueryEncoder` where the layout allows, else `encode`.
+
+    Returns a callable `texts -> float32 [len(texts), dim]` (L2-normalised).
+    """
+    fast = OnnxQueryEncoder.from_model(model)
+    if fast is not None:
+        return lambda texts: fast([prefix + t for t in texts])
+    return lambda texts: encode(model, texts, prefix, batch_size=max(1, len(texts)))
+
+
+def query_encode_ms(encode_fn: Any, queries: list[str], repeats: int = 100, warmup: int = 5) -> dict[str, float]:
+    """Wall time of encoding one query at a time (`repeats` calls, cycling through `queries`), in ms.
+
+    What a search request pays for its query before FAISS: `p50_ms`, `p90_ms` and `mean_ms` over the
+    calls after `warmup` untimed ones. Run it with the thread settings the service uses
+    (`kd.runtime.configure_threads(service.threads)`) and on a quiet machine.
+    """
+    import time
+
+    if not queries:
+        raise ValueError("query_encode_ms needs at least one query")
+    for i in range(warmup):
+        encode_fn([queries[i % len(queries)]])
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        encode_fn([queries[i % len(queries)]])
+        times.append((time.perf_counter() - t0) * 1000.0)
+    arr = np.asarray(times)
+    return {"p50_ms": float(np.percentile(arr, 50)), "p90_ms": float(np.percentile(arr, 90)), "mean_ms": float(arr.mean())}

@@ -38,7 +38,7 @@ from kd.backends import load_student
 from kd.config import COMPUTE_BACKENDS, ComputeConfig, ModelConfig
 from kd.errors import ArtifactError, ConfigError, KDError
 from kd.model_store import model_fingerprint, resolve
-from kd.models import encode
+from kd.models import encode, initial_student
 from kd.runtime import use_bf16
 from kd.teacher import BiEncoderTeacher, load_teacher
 
@@ -73,7 +73,10 @@ class ModelSpec:
     def student(cls, cfg: ModelConfig, model_dir: str | Path | None = None, text: str = "passage") -> ModelSpec:
         # absolute: a Ray worker's working directory is not the driver's (on a cluster the folder must
         # exist on every node: a shared filesystem, or the same `dvc pull` on each)
-        return cls(cfg, "student", None if model_dir is None else str(Path(model_dir).resolve()), text)
+        if model_dir is None:  # the untrained student: a packaged name, or a cut/static model built once
+            model_dir = initial_student(cfg)
+        local = Path(model_dir).is_dir()
+        return cls(cfg, "student", str(Path(model_dir).resolve()) if local else str(model_dir), text)
 
     @classmethod
     def teacher(cls, cfg: ModelConfig, text: str = "passage") -> ModelSpec:
@@ -83,9 +86,25 @@ class ModelSpec:
         """Everything that changes the numbers: the config and the model folder's content."""
         path = Path(resolve(self.model_dir or self.cfg.model))
         content = model_fingerprint(path) if path.is_dir() else "hub:" + str(path)
-        fields = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        fields = json.dumps({**dataclasses.asdict(self), "cfg": changed_fields(self.cfg)}, sort_keys=True)
         bf16 = "bfloat16" if use_bf16(self.cfg.dtype) else "float32"
         return hashlib.sha1(f"{fields}\x1f{content}\x1f{bf16}".encode()).hexdigest()[:16]
+
+
+def changed_fields(cfg: Any) -> dict[str, Any]:
+    """The fields of a config dataclass that differ from their defaults.
+
+    Cache keys hash these rather than every field, so adding a config key (at a default that keeps
+    today's behaviour) leaves every cached pass valid.
+    """
+    out = {}
+    for f in dataclasses.fields(cfg):
+        factory: Any = f.default_factory
+        default = f.default if f.default is not dataclasses.MISSING else factory()
+        value = getattr(cfg, f.name)
+        if value != default:
+            out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
+    return out
 
 
 def check(cfg: ComputeConfig) -> None:

@@ -115,6 +115,9 @@ class ModelConfig:
     score_norm: str = "none"  # teacher only: none | standardize (each group's scores to mean 0, std score_scale)
     score_scale: float = 0.1  # teacher only: the per-group std of standardised scores (a student's cosine spread)
     smoke_model: str = "minilm"  # teacher only: the tiny stand-in of this kind that `+experiment=smoke` uses
+    layers: list[int] | None = None  # student only: transformer layers kept, in order (a cut checkpoint); null keeps all
+    dim: int | None = None  # student kind=static only: the table's dimension (PCA of the source's); null keeps it
+    learning_rate: float | None = None  # student only: overrides train.learning_rate (a static table needs a far larger one)
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
+    passages: str = "student"  # student: the student encodes the corpus (symmetric); teacher: the teacher's matrix (asymmetric)
     type: str = "hnsw"  # hnsw | ivfpq | flat
     M: int = 32
     ef_construction: int = 200
@@ -341,6 +345,8 @@ def params_from_dict(raw: dict[str, Any]) -> Params:
             f"mining.sources={sources!r} must be a non-empty list drawn from {', '.join(MINING_SOURCES)} "
             "(conf/mining/, or `dvc exp run -S 'mining.sources=[bm25,dense]'`)"
         )
+    check_student_family(params.student)
+    check_passages(params)
     if params.teacher.score_norm not in ("none", "standardize"):
         raise ConfigError(
             f"teacher.score_norm={params.teacher.score_norm!r} is unknown: use none or standardize (conf/teacher/)"
@@ -361,6 +367,86 @@ def params_from_dict(raw: dict[str, Any]) -> Params:
                 "mining.pseudo_queries=0, loss.sim_kl=0, loss.sim_mse=0 and loss.embed=0."
             )
     return params
+
+
+STUDENT_KINDS: Final[tuple[str, ...]] = ("bi_encoder", "static")
+PASSAGE_SOURCES: Final[tuple[str, ...]] = ("student", "teacher")
+
+
+def check_layers(layers: list[int] | None, key: str = "student.layers") -> None:
+    """`layers` (transformer layers to keep) must be null or a non-empty, strictly increasing list of indices >= 0.
+
+    Whether the last index exists in the checkpoint is checked when it loads (`kd.models.cut_layers`).
+    """
+    if layers is None:
+        return
+    if not layers:
+        raise ConfigError(f"{key}=[] keeps no layer: list the layers to keep, e.g. [0, 2, 5], or null to keep all")
+    if any(i < 0 for i in layers):
+        raise ConfigError(f"{key}={layers} has a negative index: layers count from 0 (conf/student/)")
+    if len(set(layers)) != len(layers):
+        raise ConfigError(f"{key}={layers} repeats a layer: each kept layer once, in order (e.g. [0, 2, 5])")
+    if list(layers) != sorted(layers):
+        raise ConfigError(f"{key}={layers} is out of order: list the kept layers in increasing order ({sorted(layers)})")
+
+
+def check_student_family(cfg: ModelConfig) -> None:
+    """The student's kind and its family's keys: a static table has no layers; a transformer no table width."""
+    if cfg.kind not in STUDENT_KINDS:
+        raise ConfigError(
+            f"student.kind={cfg.kind!r} is unknown: use bi_encoder (a transformer checkpoint) or static "
+            "(a token-embedding table distilled from student.model; conf/student/static.yaml)"
+        )
+    check_layers(cfg.layers)
+    if cfg.kind == "static":
+        if cfg.layers is not None:
+            raise ConfigError("student.layers applies to transformer students; a static student has none: set it to null")
+        if cfg.backend != "torch" or cfg.corpus_backend != "torch":
+            raise ConfigError(
+                f"student.backend={cfg.backend!r} / student.corpus_backend={cfg.corpus_backend!r}: a static student "
+                "is an embedding lookup with no ONNX export; set both to torch (conf/student/static.yaml)"
+            )
+    elif cfg.dim is not None:
+        raise ConfigError(f"student.dim={cfg.dim} applies to static students only (student.kind=static): set it to null")
+    if cfg.dim is not None and cfg.dim < 1:
+        raise ConfigError(f"student.dim={cfg.dim} must be >= 1, or null to keep the source model's width")
+    if cfg.learning_rate is not None and cfg.learning_rate <= 0:
+        raise ConfigError(f"student.learning_rate={cfg.learning_rate} must be > 0, or null to use train.learning_rate")
+
+
+def check_passages(p: Params) -> None:
+    """`index.passages=teacher` (asymmetric serving) needs a bi-encoder teacher and a student in its space.
+
+    A student is in the teacher's space when it comes from the teacher's own checkpoint: the checkpoint
+    itself or some of its layers (`student.model` = `teacher.model`), or a static table distilled from it
+    at its own width (`student.kind=static`, `student.dim=null`). Dimensions are checked again against the
+    teacher's matrix when the index is built.
+    """
+    mode = p.index.passages
+    if mode not in PASSAGE_SOURCES:
+        raise ConfigError(
+            f"index.passages={mode!r} is unknown: use student (the student encodes the corpus) or teacher "
+            "(the teacher's passage matrix is the index; the student encodes queries only)"
+        )
+    if mode != "teacher":
+        return
+    if p.teacher.kind != "bi_encoder":
+        raise ConfigError(
+            f"index.passages=teacher needs the teacher's passage embeddings, but teacher.kind={p.teacher.kind!r} "
+            "has none (a cross-encoder scores pairs): use index.passages=student, or a bi-encoder teacher"
+        )
+    if p.student.model != p.teacher.model:
+        raise ConfigError(
+            f"index.passages=teacher: student.model={p.student.model!r} is not in the space of "
+            f"teacher.model={p.teacher.model!r}, so its queries cannot search the teacher's passages. Use a student "
+            f"made from the teacher (student=static or student=mpnet_l4 with student.model={p.teacher.model!r}), "
+            "or index.passages=student"
+        )
+    if p.student.kind == "static" and p.student.dim is not None:
+        raise ConfigError(
+            f"index.passages=teacher: student.dim={p.student.dim} makes a table narrower or wider than the "
+            "teacher's embeddings; set student.dim=null (the teacher's width), or use index.passages=student"
+        )
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:

@@ -18,12 +18,14 @@ from typing import Any
 import faiss
 import numpy as np
 
+from kd import teacher_corpus
 from kd.atomic import atomic_dir
-from kd.config import IndexConfig
+from kd.config import IndexConfig, ModelConfig
 from kd.data.io import Corpus, passage_text, read_jsonl
 from kd.errors import ArtifactError, ConfigError
 from kd.metrics import Run
 from kd.models import encode
+from kd.teacher import model_key
 
 
 def build(emb: np.ndarray, cfg: IndexConfig, seed: int = 13) -> faiss.Index:
@@ -189,3 +191,15 @@ def embed_corpus(
     docids = sorted(corpus)
     emb = encode(model, [passage_text(corpus[d]) for d in docids], prefix, batch_size, progress=True, dtype=dtype)
     return docids, emb
+
+
+def teacher_passages(corpus_dir: Path, teacher: ModelConfig, docids: list[str], texts: list[str], student_dim: int) -> np.ndarray:
+    """The teacher's passage matrix (stage `teacher_corpus`), checked, as the vectors of an asymmetric index.
+
+    Refuses a matrix from another corpus or teacher (its fingerprint of texts and model key differs: the
+    fix is `dvc repro teacher_corpus`) and one whose width is not the student's (`teacher_corpus.for_student`).
+    `docids`/`texts`: the corpus in row order (sorted ids), as the stage wrote it.
+    """
+    expect = teacher_corpus.fingerprint(docids, texts, model_key(teacher))
+    view = teacher_corpus.load(corpus_dir, expect_fingerprint=expect, expect_docids=docids)
+    return teacher_corpus.for_student(view, student_dim)

@@ -59,8 +59,19 @@ def similarity_mse(s_q: torch.Tensor, s_p: torch.Tensor, t_q: torch.Tensor, t_p:
 
 
 def embed_cosine(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Mean (1 - cosine) between each projected student embedding and the teacher's embedding of the
-    same text: the student learns the teacher's geometry, not only its order [EmbedDistill, Kim et al. 2023]."""
+    """Mean (1 - cosine) between each (projected) student embedding and the teacher's embedding of the
+    same text: the student learns the teacher's geometry, not only its order [EmbedDistill, Kim et al. 2023].
+
+    For unit vectors this is half the squared distance, ||s - t||^2 = 2 (1 - cos(s, t)).
+
+    Args:
+        student: [N, D] student embeddings (mapped into the teacher's space when widths differ).
+        teacher: [N, D] the teacher's embeddings of the same N texts.
+
+    Example:
+        >>> embed_cosine(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]))
+        tensor(1.)
+    """
     return (1.0 - F.cosine_similarity(student, teacher, dim=-1)).mean()
 
 
@@ -74,6 +85,7 @@ def combined(
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
     batch_p: torch.Tensor | None = None,
     offset: int = 0,
+    student_passages: bool = True,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the losses from normalised embeddings.
 
@@ -82,7 +94,10 @@ def combined(
     needed by the similarity-matrix terms and `embed`; `project` maps student embeddings into the
     teacher's space (a learned linear map, `embed` only). `batch_p`, `offset`: the passages the in-batch
     term contrasts against, positives first, and where this batch's positives start in it (data-parallel
-    training: every rank's; default this batch's). Returns the total and each component's value (for the curves).
+    training: every rank's; default this batch's). `student_passages=False`: `p_emb` is the teacher's own passage
+    matrix (asymmetric serving: the student encodes queries only), so `embed` compares queries alone.
+    `embed` needs no `project` when the student already has the teacher's width (a student made from the teacher).
+    Returns the total and each component's value (for the curves).
     """
     student = torch.einsum("bd,bgd->bg", q_emb, p_emb)
     flat_p = torch.cat([p_emb[:, 0], p_emb[:, 1:].reshape(-1, p_emb.shape[-1])])  # positives first
@@ -97,11 +112,15 @@ def combined(
         flat_t = torch.cat([t_p[:, 0], t_p[:, 1:].reshape(-1, t_p.shape[-1])])
         parts["sim_kl"] = similarity_kl(q_emb, flat_p, t_q, flat_t, w.sim_temperature)
         parts["sim_mse"] = similarity_mse(q_emb, flat_p, t_q, flat_t)
+        s_side = torch.cat([q_emb, flat_p]) if student_passages else q_emb
+        t_side = torch.cat([t_q, flat_t]) if student_passages else t_q
         if project is not None:
-            parts["embed"] = embed_cosine(project(torch.cat([q_emb, flat_p])), torch.cat([t_q, flat_t]))
+            parts["embed"] = embed_cosine(project(s_side), t_side)
+        elif s_side.shape[-1] == t_side.shape[-1]:
+            parts["embed"] = embed_cosine(s_side, t_side)
     elif w.sim_kl or w.sim_mse or w.embed:
         raise ValueError("loss.sim_kl / loss.sim_mse / loss.embed need the teacher's embeddings (a bi-encoder teacher)")
-    if w.embed and project is None:
+    if w.embed and "embed" not in parts:
         raise ValueError("loss.embed needs a projection from the student's to the teacher's embedding space")
     total = sum(weights[k] * v for k, v in parts.items() if weights[k])
     if not isinstance(total, torch.Tensor):

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kd.config import ModelConfig
-from kd.errors import ModelLoadError
-from kd.model_store import PACKAGED, cross_encoder_module, resolve
+from kd.atomic import atomic_dir
+from kd.config import ModelConfig, check_layers
+from kd.errors import ConfigError, ModelLoadError
+from kd.model_store import MODEL_CACHE, PACKAGED, cross_encoder_module, model_fingerprint, resolve
 from kd.runtime import autocast
 
 if TYPE_CHECKING:
@@ -47,9 +48,110 @@ def load_bi_encoder(
         if Path(path).is_dir():
             raise ModelLoadError(f"could not load model from {path}: {exc}") from exc
         raise _load_error(name, exc) from exc
-    if max_seq_length:
-        model.max_seq_length = max_seq_length
+    set_max_length(model, max_seq_length)
     return model
+
+
+def set_max_length(model: SentenceTransformer, max_seq_length: int | float | None) -> None:
+    """Truncate inputs at `max_seq_length` tokens where the model has such a limit.
+
+    A static-embedding model reads whole texts (its `max_seq_length` is infinite and read-only): nothing to set.
+    """
+    if not max_seq_length or max_seq_length == float("inf"):
+        return
+    prop = getattr(type(model[0]), "max_seq_length", None)
+    if isinstance(prop, property) and prop.fset is None:
+        return
+    model.max_seq_length = int(max_seq_length)
+
+
+def transformer_layers(model: SentenceTransformer) -> Any:
+    """The `nn.ModuleList` of transformer blocks inside a sentence-transformers model (BERT, MPNet, RoBERTa...)."""
+    hf = getattr(model[0], "auto_model", None)
+    encoder = getattr(hf, "encoder", None)
+    blocks = getattr(encoder, "layer", None)
+    if blocks is None:
+        raise ModelLoadError(
+            f"student.layers: {type(hf).__name__} has no encoder.layer list to cut; use a BERT/MPNet/RoBERTa-style "
+            "checkpoint or set student.layers=null"
+        )
+    return blocks
+
+
+def cut_layers(model: SentenceTransformer, layers: list[int]) -> SentenceTransformer:
+    """Keep only the transformer blocks `layers` (in order), in place: a smaller model in the same space.
+
+    Layer-reduction distillation (DistilBERT, Sanh et al. 2019; sentence-transformers'
+    model_distillation_layer_reduction example): the student starts as a subset of a trained
+    checkpoint's layers, with its tokenizer, embeddings and pooling, and learns to reproduce it.
+
+    Args:
+        model: a loaded sentence-transformers bi-encoder (its first module a `Transformer`).
+        layers: indices into its blocks, strictly increasing (`kd.config.check_layers`).
+
+    Example:
+        >>> cut_layers(load_bi_encoder("mpnet"), [0, 4, 8, 11])  # 4 of 12 layers
+    """
+    from torch import nn
+
+    check_layers(layers)
+    blocks = transformer_layers(model)
+    if layers[-1] >= len(blocks):
+        raise ConfigError(
+            f"student.layers={layers} names layer {layers[-1]}, but the checkpoint has {len(blocks)} "
+            f"(0-{len(blocks) - 1}): list layers below {len(blocks)} (conf/student/)"
+        )
+    hf: Any = model[0].auto_model
+    hf.encoder.layer = nn.ModuleList([blocks[i] for i in layers])
+    hf.config.num_hidden_layers = len(layers)
+    return model
+
+
+def static_from(source: str, dim: int | None) -> SentenceTransformer:
+    """A static-embedding model distilled from `source`: its tokenizer's vocabulary, encoded once.
+
+    Model2Vec's distillation (Tulkens & van Dongen, 2024), through sentence-transformers'
+    `StaticEmbedding.from_distillation`: every vocabulary token goes through `source`, the output
+    vectors are PCA-reduced to `dim` (None keeps the source's width, and its space) and weighted by
+    model2vec's frequency prior (SIF);
+    the model is the table, mean-pooled. An ordinary sentence-transformers model once saved.
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import StaticEmbedding
+
+    path = resolve(source)
+    try:
+        static = StaticEmbedding.from_distillation(path, device="cpu", pca_dims=dim)
+    except ImportError as exc:
+        raise ModelLoadError(f"student.kind=static needs model2vec: run `pip install -e .` ({exc})") from exc
+    return SentenceTransformer(modules=[static], device="cpu")
+
+
+def initial_student(cfg: ModelConfig) -> str:
+    """The untrained student as a local folder (or a hub id): what `baseline` encodes and `train` starts from.
+
+    A plain checkpoint (`student.layers` null, kind bi_encoder) is `student.model` itself. A cut checkpoint
+    or a static table is built once into `.cache/models/students/` under a name that holds the source's
+    content hash and the family's keys, so a changed source or key builds anew; written atomically.
+    """
+    if cfg.kind != "static" and cfg.layers is None:
+        return resolve(cfg.model)
+    source = Path(resolve(cfg.model))
+    content = model_fingerprint(source)[:12] if source.is_dir() else str(cfg.model).replace("/", "--")
+    if cfg.kind == "static":
+        name = f"static-{Path(cfg.model).name}-{cfg.dim or 'full'}-{content}"
+    else:
+        name = f"cut-{Path(cfg.model).name}-L{'_'.join(map(str, cfg.layers or []))}-{content}"
+    target = MODEL_CACHE / "students" / name
+    if (target / "modules.json").exists():
+        return str(target)
+    if cfg.kind == "static":
+        model = static_from(cfg.model, cfg.dim)
+    else:
+        model = cut_layers(load_bi_encoder(cfg.model), list(cfg.layers or []))
+    with atomic_dir(target) as tmp:
+        model.save(str(tmp), create_model_card=False)
+    return str(target)
 
 
 def _stored_tensor_names(source: str) -> set[str] | None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from kd.atomic import atomic_dir
-from kd.errors import ArtifactError
+from kd.errors import ArtifactError, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +96,24 @@ def load(out_dir: Path, expect_fingerprint: str | None = None, expect_docids: li
             f"texts and teacher settings: {fix}"
         )
     return TeacherCorpus(docids, emb, meta)
+
+
+def for_student(view: TeacherCorpus, student_dim: int) -> np.ndarray:
+    """The teacher's passage matrix as the index of a student that encodes only queries (`index.passages=teacher`).
+
+    Refuses a matrix of another width than the student's embeddings, naming the keys to change: the
+    config check (`kd.config.check_passages`) catches most such students before any work starts; this
+    catches the rest (a hub checkpoint or a folder whose width only shows once loaded).
+    """
+    if view.emb.shape[0] == 0:
+        raise ConfigError(
+            f"index.passages=teacher: the teacher matrix is empty (teacher.kind={view.meta.get('kind')!r} has no "
+            "passage embeddings): use index.passages=student"
+        )
+    if view.emb.shape[1] != student_dim:
+        raise ConfigError(
+            f"index.passages=teacher: the student embeds in {student_dim} dimensions, the teacher's passages "
+            f"({view.meta.get('model')}) in {view.emb.shape[1]}: use a student made from the teacher "
+            "(student=static with student.dim=null, student=mpnet_l4) or index.passages=student"
+        )
+    return view.emb

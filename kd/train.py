@@ -27,6 +27,8 @@ from kd.atomic import atomic_path, write_text
 from kd.config import ComputeConfig, LossConfig, ModelConfig, TrainConfig
 from kd.errors import ConfigError, DataError
 from kd.losses import combined
+from kd.metrics import evaluate as evaluate_run
+from kd.models import set_max_length
 
 VAL_METRIC = "dev_cosine_ndcg@10"
 
@@ -34,24 +36,41 @@ VAL_METRIC = "dev_cosine_ndcg@10"
 class DistillLoss(nn.Module):
     """Encode query + group, hand the normalised embeddings to the pure loss; keep components."""
 
-    def __init__(self, model: nn.Module, weights: LossConfig, projection: nn.Linear | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        weights: LossConfig,
+        projection: nn.Linear | None = None,
+        teacher_passages: int | None = None,
+    ) -> None:
+        """`teacher_passages`: the group size when the passages are the teacher's own embeddings (carried in
+        the labels, `training_rows(passages_from_teacher=True)`): the student then encodes queries only, as
+        it will when serving asymmetrically (`index.passages=teacher`)."""
         super().__init__()
         self.model = model
         self.weights = weights
         self.projection = projection  # trained with the student (the trainer optimises the loss's parameters)
+        self.teacher_passages = teacher_passages
         self.components: dict[str, list[float]] = {}
 
     def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: torch.Tensor) -> torch.Tensor:
         embs = [F.normalize(self.model(f)["sentence_embedding"], dim=-1) for f in sentence_features]
-        q, p = embs[0], torch.stack(embs[1:], dim=1)
-        g = p.shape[1]
+        q = embs[0]
+        g = self.teacher_passages or len(embs) - 1
         labels = labels.to(q.dtype)
         t_q = t_p = None
         if labels.shape[1] > g:  # scores, then the teacher's query and passage embeddings (see training_rows)
             t = labels[:, g:].reshape(labels.shape[0], 1 + g, -1)
             t_q, t_p = t[:, 0], t[:, 1:]
+        if self.teacher_passages:
+            if t_p is None:
+                raise ValueError("teacher_passages: the labels carry no teacher embeddings (training_rows)")
+            p = t_p
+        else:
+            p = torch.stack(embs[1:], dim=1)
         batch_p, offset = gathered_passages(p)
-        total, parts = combined(q, p, labels[:, :g], self.weights, t_q, t_p, self.projection, batch_p, offset)
+        total, parts = combined(q, p, labels[:, :g], self.weights, t_q, t_p, self.projection, batch_p, offset,
+                                student_passages=not self.teacher_passages)  # fmt: skip
         for k, v in parts.items():
             self.components.setdefault(k, []).append(v)
         self.components.setdefault("total", []).append(float(total.detach()))
@@ -93,13 +112,17 @@ def training_rows(
     student: ModelConfig,
     teacher_q: dict[str, np.ndarray] | None = None,
     teacher_p: Callable[[list[str]], np.ndarray] | None = None,
+    passages_from_teacher: bool = False,
 ) -> dict[str, list[Any]]:
     """Teacher-scores parquet -> columns the trainer feeds to the loss (query, doc_0.., label).
 
     `label` holds the group's teacher scores; with `teacher_q` (qid -> the teacher's query embedding)
     and `teacher_p` (docids -> the teacher's passage rows) it also carries those embeddings, flattened
-    after the scores, for the similarity-matrix terms.
+    after the scores, for the similarity-matrix terms. `passages_from_teacher`: no passage text columns
+    (asymmetric training: the teacher's rows stand for the passages; `DistillLoss(teacher_passages=G)`).
     """
+    if passages_from_teacher and (teacher_q is None or teacher_p is None):
+        raise DataError("index.passages=teacher trains against the teacher's embeddings: teacher_q and teacher_p needed")
     if scores.empty:
         raise DataError(
             "artifacts/teacher_scores.parquet has no groups: no training query got candidates. "
@@ -107,14 +130,14 @@ def training_rows(
         )
     size = len(scores["doc_ids"].iloc[0])
     cols: dict[str, list[Any]] = {"query": []}
-    cols.update({f"doc_{i}": [] for i in range(size)})
+    cols.update({f"doc_{i}": [] for i in range(0 if passages_from_teacher else size)})
     cols["label"] = []
     for qid, doc_ids, group_scores in zip(scores["qid"], scores["doc_ids"], scores["scores"]):
         ids = [str(d) for d in doc_ids]
         if len(ids) != size:
             raise DataError(f"teacher scores: group of {qid} has {len(ids)} docs, others {size}")
         cols["query"].append(student.query_prefix + query_text[str(qid)])
-        for i, d in enumerate(ids):
+        for i, d in enumerate(ids if not passages_from_teacher else []):
             cols[f"doc_{i}"].append(student.passage_prefix + doc_text[d])
         label = [float(s) for s in group_scores]
         if teacher_q is not None and teacher_p is not None:
@@ -173,6 +196,7 @@ def train(
     bf16: bool = False,
     projection: nn.Linear | None = None,
     compute: ComputeConfig | None = None,
+    teacher_passages: int | None = None,
 ) -> Curves:
     """Fit `model` in place; return curves. Keeps the best epoch by dev nDCG@10 (pool).
 
@@ -180,11 +204,14 @@ def train(
     native bf16 (`kd.runtime.use_bf16`); on the reference box it was barely faster and scored lower.
     `projection`: the student->teacher map that `loss.embed` trains alongside (see `fit_projection`).
     `cfg.workers` > 1: data-parallel on Ray Train (`train_on_ray`), on the cluster `compute` names.
+    `teacher_passages`: group size, when the rows carry the teacher's passage embeddings instead of
+    passage texts (asymmetric training, see `DistillLoss`).
     """
     if cfg.workers < 1:
         raise ConfigError(f"train.workers={cfg.workers} must be >= 1 (1 = one process; N = N data-parallel workers on Ray)")
     check_mixes(cfg.interpolate, cfg.interpolate_grid)  # before training, not after it
-    job = partial(_fit, model, rows, evaluator, loss_cfg, cfg, seed, bf16=bf16, projection=projection)
+    job = partial(_fit, model, rows, evaluator, loss_cfg, cfg, seed, bf16=bf16, projection=projection,
+                  teacher_passages=teacher_passages)  # fmt: skip
     if cfg.workers > 1:
         return train_on_ray(job, cfg.workers, work_dir, on_metrics, compute or ComputeConfig())
     return job(work_dir, on_metrics)
@@ -202,6 +229,7 @@ def _fit(
     bf16: bool,
     projection: nn.Linear | None,
     use_cpu: bool = True,
+    teacher_passages: int | None = None,
 ) -> Curves:
     """One process's training (`train`'s arguments); under Ray Train every worker runs it and the HF
     trainer does the DDP."""
@@ -211,8 +239,8 @@ def _fit(
     from transformers import TrainerCallback, set_seed
 
     set_seed(seed)
-    model.max_seq_length = cfg.max_seq_length
-    loss = DistillLoss(model, loss_cfg, projection)
+    set_max_length(model, cfg.max_seq_length)
+    loss = DistillLoss(model, loss_cfg, projection, teacher_passages)
     curves = Curves()
     n = len(rows["query"])
     steps_per_epoch = math.ceil(n / (cfg.batch_size * cfg.workers))  # DDP: each step takes a batch per worker
@@ -412,11 +440,11 @@ def dev_evaluator(
     class AtServedLength(InformationRetrievalEvaluator):  # type: ignore[misc]
         def __call__(self, model: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
             trained_at = model.max_seq_length
-            model.max_seq_length = student.max_seq_length
+            set_max_length(model, student.max_seq_length)
             try:
                 return dict(super().__call__(model, *args, **kwargs))
             finally:
-                model.max_seq_length = trained_at
+                set_max_length(model, trained_at)
 
     relevant = {q: {d for d, r in docs.items() if r > 0} for q, docs in qrels.items() if q in queries}
     return AtServedLength(
@@ -437,3 +465,41 @@ def dev_evaluator(
         main_score_function="cosine",
     )
 
+
+
+def teacher_index_evaluator(
+    queries: dict[str, str],
+    qrels: dict[str, dict[str, int]],
+    view: Any,
+    student: ModelConfig,
+) -> Any:
+    """Dev nDCG@10 of the student's queries against the teacher's passage matrix over the whole corpus:
+    the asymmetric system exactly as `evaluate` and the service run it (`index.passages=teacher`).
+
+    `view`: a `kd.teacher_corpus.TeacherCorpus`; exact inner-product search (the corpus is small enough
+    for a matrix product per dev pass). Returns the same key as `dev_evaluator`, so the trainer keeps the
+    best epoch and WiSE-FT scores its mixes the same way.
+    """
+    from sentence_transformers.evaluation import SentenceEvaluator
+
+    qids = sorted(q for q in queries if any(r > 0 for r in qrels.get(q, {}).values()))
+
+    class TeacherIndex(SentenceEvaluator):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.primary_metric = VAL_METRIC
+            self.greater_is_better = True
+
+        def __call__(self, model: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
+            trained_at = model.max_seq_length
+            set_max_length(model, student.max_seq_length)
+            try:
+                emb = model.encode([student.query_prefix + queries[q] for q in qids], batch_size=student.batch_size,
+                                   normalize_embeddings=True, convert_to_numpy=True)  # fmt: skip
+            finally:
+                set_max_length(model, trained_at)
+            hits = view.top_k(np.asarray(emb, dtype=np.float32), 10)
+            run = {q: dict(h) for q, h in zip(qids, hits, strict=True)}
+            return {VAL_METRIC: float(evaluate_run({q: qrels[q] for q in qids}, run)["nDCG@10"])}
+
+    return TeacherIndex()

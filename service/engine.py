@@ -44,7 +44,7 @@ TRAIN_FIX = "run `dvc repro train` (or `dvc pull`) to rebuild it"
 INDEX_FIX = "run `dvc repro index` (or `dvc pull`) to rebuild it"
 TEACHER_CORPUS_FIX = "run `dvc repro teacher_corpus` (or `dvc pull`), or remove the folder to score pairs instead"
 AUTH_MODES = ("none", "api_key")
-INDEX_META_KEYS = ("type", "M", "ef_construction", "ef_search", "metric", "dim", "faiss_class", "ef_search_live")
+INDEX_META_KEYS = ("passages", "type", "M", "ef_construction", "ef_search", "metric", "dim", "faiss_class", "ef_search_live")
 
 
 @dataclass(frozen=True)
@@ -276,6 +276,7 @@ class Engine:
         params, svc = self.settings.params, self.settings.service
         raw_index = dict(self.meta.get("index") or {})
         raw_index.setdefault("type", params.index.type)
+        raw_index["passages"] = str(self.meta.get("passages", "student"))
         raw_index["faiss_class"] = type(self.faiss).__name__
         raw_index["dim"] = int(self.faiss.d)
         if hasattr(self.faiss, "hnsw"):
@@ -299,7 +300,7 @@ class Engine:
                 name=name,
                 source="registry" if self.registry is not None else "dvc",
                 registry=self.registry,
-                max_seq_length=int(self.student.max_seq_length or 0),
+                max_seq_length=_length_limit(self.student.max_seq_length),
                 embedding_dim=int(self.faiss.d),
                 query_prefix=self.query_prefix,
             ),
@@ -311,11 +312,17 @@ class Engine:
             dvc_experiment=_opt_str(self.meta.get("dvc_experiment")),
             auth=svc.auth,
             limits=limits(svc),
+            mode="asymmetric" if self.meta.get("passages") == "teacher" else "symmetric",
         )
 
     def ready_for(self, cfg: ServiceConfig) -> ReadyInfo:
         """/ready as served by an app whose `service.*` may differ from the engine's (auth, limits)."""
         return msgspec.structs.replace(self.ready_info, auth=cfg.auth, limits=limits(cfg))
+
+
+def _length_limit(value: float | None) -> int:
+    """The student's input limit in tokens for /ready; 0 = none (a static model reads whole texts)."""
+    return int(value) if value and value != float("inf") else 0
 
 
 def limits(svc: ServiceConfig) -> Limits:

@@ -218,6 +218,9 @@ class ReadyInfo(msgspec.Struct):
     dvc_experiment: str | None
     auth: str
     limits: Limits
+    # symmetric: the student encoded the corpus; asymmetric: the index is the teacher's passage matrix
+    # (`index.passages=teacher`) and the student encodes only the queries
+    mode: str = "symmetric"
 
 
 class ErrorResponse(msgspec.Struct):

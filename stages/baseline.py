@@ -1,5 +1,8 @@
 """Stage `baseline`: the untrained student over the corpus -> dense runs (evaluation + optional mining).
 
+With `index.passages=teacher` the untrained student encodes only the queries, against the teacher's
+passage matrix (stage `teacher_corpus`): the same asymmetric system the trained student is served as.
+
 Its own stage so a loss-weight change never re-encodes the corpus with the untrained model. The corpus
 encode runs where `compute` says (`kd.compute`), in shards kept under `.cache/encode/baseline/`.
 """
@@ -13,10 +16,11 @@ from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import SPLITS, passage_text, read_dataset
 from kd.metrics import write_trec
-from kd.models import encode
+from kd.models import encode, initial_student
 from kd.paths import cache_dir, sweep_stale
 
 OUT = Path("artifacts/baseline")
+TEACHER_CORPUS = Path("artifacts/teacher_corpus")
 
 
 def main(p: Params) -> None:
@@ -24,11 +28,14 @@ def main(p: Params) -> None:
     ds = read_dataset(Path("data"))
     docids = sorted(ds.corpus)
     texts = [passage_text(ds.corpus[d]) for d in docids]
-    spec = compute.ModelSpec.student(p.student)
-    chunk_dir = cache_dir() / "encode" / "baseline" / compute.fingerprint(texts, spec)
-    sweep_stale(chunk_dir.parent, keep=chunk_dir.name)  # other inputs' shards, unused for weeks
-    emb = compute.encode_texts(texts, spec, p.compute, chunk_dir)
-    model = load_student(p.student.model, p.student.backend, p.student.max_seq_length)  # queries: few, local
+    model = load_student(initial_student(p.student), p.student.backend, p.student.max_seq_length)  # queries: few, local
+    if p.index.passages == "teacher":  # asymmetric: the untrained student's queries against the teacher's passages
+        emb = index.teacher_passages(TEACHER_CORPUS, p.teacher, docids, texts, model.get_sentence_embedding_dimension())
+    else:
+        spec = compute.ModelSpec.student(p.student)
+        chunk_dir = cache_dir() / "encode" / "baseline" / compute.fingerprint(texts, spec)
+        sweep_stale(chunk_dir.parent, keep=chunk_dir.name)  # other inputs' shards, unused for weeks
+        emb = compute.encode_texts(texts, spec, p.compute, chunk_dir)
     idx = index.build(emb, p.index, p.seed)
     with atomic_dir(OUT) as tmp:
         for split in SPLITS:

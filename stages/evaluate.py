@@ -14,7 +14,7 @@ from pathlib import Path
 
 from kd import index, teacher_corpus, tracking
 from kd.atomic import atomic_dir, atomic_path, write_text
-from kd.backends import load_student
+from kd.backends import load_student, query_encode_ms, query_path
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
@@ -31,7 +31,7 @@ from kd.evaluation import (
 from kd.metrics import MEASURES, Run, evaluate, paired_test, per_query, read_trec, write_trec
 from kd.models import check_prompts, encode
 from kd.paths import cache_dir
-from kd.runtime import corpus_encoder
+from kd.runtime import configure_threads, corpus_encoder, use_bf16
 from kd.teacher import BiEncoderTeacher, CachedTeacher, load_teacher
 
 STUDENT = Path("artifacts/student")
@@ -51,14 +51,24 @@ def main(p: Params) -> None:
     view = None
     if isinstance(teacher, BiEncoderTeacher):
         view = teacher_corpus.load(TEACHER_CORPUS, expect_docids=sorted(ds.corpus))
-    students = {b: load_student(STUDENT, b, p.student.max_seq_length) for b in dict.fromkeys([p.student.backend, *p.eval.backends])}
+    backends = list(dict.fromkeys([p.student.backend, *p.eval.backends]))
+    if p.student.kind == "static":  # an embedding lookup has no ONNX export: torch is its only backend
+        skipped = [b for b in backends if b != "torch"]
+        backends = ["torch"]
+        if skipped:
+            logging.info("eval.backends: %s skipped for a static student (torch only)", ", ".join(skipped))
+    students = {b: load_student(STUDENT, b, p.student.max_seq_length) for b in backends}
     for student in students.values():
         check_prompts(student, p.student, str(STUDENT))
     rerank_name = f"kd+rerank@{p.eval.rerank_depth}"
 
     runs: dict[str, dict[str, Run]] = {}
     tables: dict[str, dict[str, dict[str, float]]] = {}
-    metrics: dict[str, object] = {"queries": {s: len(ds.queries[s]) for s in SPLITS}}
+    metrics: dict[str, object] = {
+        "student": p.student.name,
+        "mode": "asymmetric" if p.index.passages == "teacher" else "symmetric",  # index.passages
+        "queries": {s: len(ds.queries[s]) for s in SPLITS},
+    }
     for split in SPLITS:
         queries, qrels = ds.queries[split], ds.qrels[split]
         qids = list(queries)
@@ -90,6 +100,18 @@ def main(p: Params) -> None:
             summary["teacher_alone"] = NOT_COMPUTED
         summary["kd_ndcg@10_by_query_backend"] = {b: evaluate(qrels, run)["nDCG@10"] for b, run in backend_runs.items()}
         metrics[split] = {"table": tables[split], **summary}  # dev chooses a backend (e.g. int8), test reports it
+
+    # what one query costs each model to encode, as the service runs it (its threads; the student on its backend)
+    configure_threads(p.service.threads)
+    sample = [q for split in SPLITS for q in ds.queries[split].values()]
+    served = load_student(STUDENT, p.student.backend, p.student.max_seq_length)
+    latency = {f"student_{p.student.backend}": query_encode_ms(query_path(served, p.student.query_prefix), sample)}
+    if isinstance(teacher, BiEncoderTeacher):
+        dtype = "bfloat16" if use_bf16(p.teacher.dtype) else "float32"
+        latency[f"teacher_torch_{dtype}"] = query_encode_ms(teacher.encode_queries, sample)
+    metrics["query_encode_ms"] = latency
+    logging.info("query encode (service.threads=%s): %s", p.service.threads,
+                 ", ".join(f"{k} p50 {v['p50_ms']:.2f} ms" for k, v in latency.items()))  # fmt: skip
 
     with atomic_dir(RUNS) as tmp:
         for split, split_runs in runs.items():

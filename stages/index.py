@@ -1,5 +1,8 @@
 """Stage `index`: the distilled student encodes the corpus into a FAISS index + id map + passages.
 
+With `index.passages=teacher` (asymmetric serving) the index holds the teacher's passage matrix instead
+(stage `teacher_corpus`) and the student encodes only queries: no corpus pass here at all.
+
 The corpus encode runs where `compute` says (`kd.compute`: here, or on Ray actors) in shards kept
 under `.cache/encode/index/`, so a killed stage resumes from its finished shards.
 """
@@ -9,6 +12,7 @@ import logging
 from pathlib import Path
 
 from kd import compute, index, tracking
+from kd.backends import load_student
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
@@ -18,6 +22,7 @@ from kd.runtime import corpus_encoder
 
 STUDENT = Path("artifacts/student")
 OUT = Path("artifacts/index")
+TEACHER_CORPUS = Path("artifacts/teacher_corpus")
 
 
 def main(p: Params) -> None:
@@ -27,16 +32,23 @@ def main(p: Params) -> None:
     ds = read_dataset(Path("data"))
     docids = sorted(ds.corpus)  # row order is stable
     texts = [passage_text(ds.corpus[d]) for d in docids]
-    spec = compute.ModelSpec.student(p.student, STUDENT)
-    chunk_dir = cache_dir() / "encode" / "index" / compute.fingerprint(texts, spec)
-    sweep_stale(chunk_dir.parent, keep=chunk_dir.name)  # other inputs' shards, unused for weeks
-    emb = compute.encode_texts(texts, spec, p.compute, chunk_dir)
+    if p.index.passages == "teacher":  # asymmetric: the teacher's matrix is the index, no student corpus pass
+        dim = load_student(STUDENT, "torch").get_sentence_embedding_dimension()
+        emb = index.teacher_passages(TEACHER_CORPUS, p.teacher, docids, texts, int(dim or 0))
+        passage_encoder = f"teacher {p.teacher.model} (stage teacher_corpus)"
+    else:
+        spec = compute.ModelSpec.student(p.student, STUDENT)
+        chunk_dir = cache_dir() / "encode" / "index" / compute.fingerprint(texts, spec)
+        sweep_stale(chunk_dir.parent, keep=chunk_dir.name)  # other inputs' shards, unused for weeks
+        emb = compute.encode_texts(texts, spec, p.compute, chunk_dir)
+        passage_encoder = corpus_encoder(p)
     idx = index.build(emb, p.index, p.seed)
     meta = {
         "student": p.student.model,
         "student_dir": str(STUDENT),
         "student_backend": p.student.backend,  # the query encoder the service uses
-        "corpus_encoder": corpus_encoder(p),
+        "passages": p.index.passages,  # student (symmetric) | teacher (asymmetric: the teacher's passage matrix)
+        "corpus_encoder": passage_encoder,
         "compute": p.compute.backend,
         "teacher": p.teacher.model,
         "index": dataclasses.asdict(p.index),

@@ -182,8 +182,30 @@ def test_embed_without_projection_or_teacher_embeddings_is_an_error():
     q, p = torch.ones(1, 2), torch.ones(1, 2, 2)
     with pytest.raises(ValueError, match="loss.embed"):
         combined(q, p, torch.zeros(1, 2), LossConfig(0.0, 0.0, 0.0, embed=1.0))
+    wide_q, wide_p = torch.ones(1, 3), torch.ones(1, 2, 3)  # the teacher is wider than the student: a map is needed
     with pytest.raises(ValueError, match="projection"):
-        combined(q, p, torch.zeros(1, 2), LossConfig(0.0, 0.0, 0.0, embed=1.0), q, p)
+        combined(q, p, torch.zeros(1, 2), LossConfig(0.0, 0.0, 0.0, embed=1.0), wide_q, wide_p)
+
+
+def test_embed_needs_no_projection_at_the_teachers_width():
+    # a student made from the teacher lives in its space: the term compares embeddings directly
+    e = torch.eye(3, dtype=torch.float64)
+    q, p = e[:1], torch.stack([e[1:3]])  # [1, 3], [1, 2, 3]
+    w = LossConfig(0.0, 0.0, 0.0, embed=1.0)
+    total, parts = combined(q, p, torch.zeros(1, 2, dtype=torch.float64), w, q.clone(), p.clone())
+    assert parts["embed"] == pytest.approx(0.0, abs=1e-12)
+    # the teacher sees the query as the first passage: the query's term is 1 - cos = 1, the passages' 0 -> mean 1/3
+    total, parts = combined(q, p, torch.zeros(1, 2, dtype=torch.float64), w, e[1:2], p.clone())
+    assert parts["embed"] == pytest.approx(1 / 3)
+
+
+def test_embed_compares_queries_only_when_the_passages_are_the_teachers():
+    # asymmetric training: p_emb is the teacher's own matrix, so only the query side can be off
+    e = torch.eye(3, dtype=torch.float64)
+    q, t_p = e[:1], torch.stack([e[1:3]])
+    w = LossConfig(0.0, 0.0, 0.0, embed=1.0)
+    _, parts = combined(q, t_p, torch.zeros(1, 2, dtype=torch.float64), w, e[1:2], t_p, student_passages=False)
+    assert parts["embed"] == pytest.approx(1.0)  # not diluted by the (identical) passage rows
 
 
 def test_in_batch_infonce_offset_points_at_this_ranks_positives():

@@ -20,6 +20,26 @@ from tests.pipeline_fixtures import smoke_cache, smoke_repo  # noqa: E402, F401 
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Test tiers (markers registered in pyproject.toml; `pytest -m "not slow"` is the inner loop). Tests carry their
+# markers explicitly; a test that uses one of these fixtures gets them too, so a new test on the smoke run, the
+# ONNX export or chromium cannot land in the fast tier by omission.
+FIXTURE_MARKS: dict[str, tuple[str, ...]] = {
+    "smoke_repo": ("slow",),  # one real `dvc exp run -S +experiment=smoke` per test session (minutes)
+    "smoke_cache": ("slow",),
+    "exported": ("slow",),  # an ONNX + int8 export of MiniLM (~30 s)
+    "browser": ("slow", "browser"),  # headless chromium through selenium
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        have = {m.name for m in item.iter_markers()}
+        for fixture in set(getattr(item, "fixturenames", ())) & FIXTURE_MARKS.keys():
+            for name in FIXTURE_MARKS[fixture]:
+                if name not in have:
+                    item.add_marker(getattr(pytest.mark, name))
+                    have.add(name)
+
 
 @pytest.fixture(scope="session")
 def params():

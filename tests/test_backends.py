@@ -44,6 +44,7 @@ def embeddings(exported: Exported) -> dict[str, np.ndarray]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("backend", "min_cos"), [("onnx", 0.99), ("onnx-int8", 0.95)])
 def test_embeddings_close_to_torch(embeddings: dict[str, np.ndarray], backend: str, min_cos: float) -> None:
     ref, got = embeddings["torch"], embeddings[backend]
@@ -53,6 +54,7 @@ def test_embeddings_close_to_torch(embeddings: dict[str, np.ndarray], backend: s
     assert cos.min() > min_cos, cos
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_paraphrase_ranks_above_unrelated(embeddings: dict[str, np.ndarray], backend: str) -> None:
     q, para, unrel = embeddings[backend][-3:]
@@ -66,6 +68,7 @@ def test_unknown_backend_is_a_config_error(tmp_path: Path) -> None:
         backends.default_export_dir(tmp_path, "openvino")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["onnx", "onnx-int8"])
 def test_query_encoder_matches_encode(exported: Exported, backend: str) -> None:
     """The service's fast path gives sentence-transformers' own vectors, batch of 1 and a padded batch."""
@@ -84,11 +87,13 @@ def test_query_encoder_matches_encode(exported: Exported, backend: str) -> None:
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_query_encoder_declines_torch(exported: Exported) -> None:
     model = backends.load_student(exported.src, "torch", max_seq_length=16)
     assert backends.OnnxQueryEncoder.from_model(model) is None
 
 
+@pytest.mark.slow
 def test_bf16_encoding_is_float32_and_close(exported: Exported) -> None:
     """bfloat16 autocast changes speed, not answers: same ranking, cosine to float32 >= 0.999."""
     model = backends.load_student(exported.src, "torch", max_seq_length=128)

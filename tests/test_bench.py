@@ -10,6 +10,7 @@ import pytest
 from bench import latency, seeds, service_load
 
 
+@pytest.mark.slow
 def test_latency_times_the_shipped_engine(smoke_repo: Path, smoke_cache: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("KD_CACHE_DIR", str(smoke_cache))
     out = tmp_path / "results"
@@ -27,12 +28,14 @@ def test_latency_times_the_shipped_engine(smoke_repo: Path, smoke_cache: Path, t
     assert "service/engine.py" in (out / "profile_request.txt").read_text()
 
 
+@pytest.mark.slow
 def test_latency_names_the_missing_artifact(smoke_repo: Path, tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text((smoke_repo / "params.yaml").read_text())
     with pytest.raises(SystemExit, match=r"artifacts/student.*dvc repro train"):
         latency.main(["--root", str(tmp_path), "--no-rerank", "--out", str(tmp_path / "out")])
 
 
+@pytest.mark.slow
 def test_service_load_runs_every_scenario_against_real_servers(
     smoke_repo: Path, smoke_cache: Path, tmp_path: Path, monkeypatch
 ) -> None:

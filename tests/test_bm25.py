@@ -43,6 +43,7 @@ def test_shim_environment():
     assert os.environ["OPENAI_API_KEY"]
 
 
+@pytest.mark.slow  # a Lucene index through the JVM
 def test_lexical_query_finds_its_answer(faq_slice, run):
     _, queries, qrels = faq_slice
     (qid,) = [q for q, text in queries.items() if text == "How do I copy a file?"]
@@ -50,6 +51,7 @@ def test_lexical_query_finds_its_answer(faq_slice, run):
     assert set(top10) & set(qrels[qid]), top10
 
 
+@pytest.mark.slow  # a Lucene index through the JVM
 def test_most_queries_have_a_judged_passage_in_top_100(faq_slice, run):
     corpus, queries, qrels = faq_slice
     assert set(run) == set(queries)
@@ -59,6 +61,7 @@ def test_most_queries_have_a_judged_passage_in_top_100(faq_slice, run):
     assert evaluate(qrels, run)["Recall@100"] > 0.5
 
 
+@pytest.mark.slow  # a Lucene index through the JVM
 def test_scores_descend_and_follow_k1_b(faq_slice, index_dir, run):
     qid = next(iter(run))
     scores = list(run[qid].values())

@@ -20,6 +20,8 @@ from kd.errors import ArtifactError, ConfigError
 
 ray = pytest.importorskip("ray", reason='compute=ray needs `pip install -e ".[ray]"`')
 
+pytestmark = [pytest.mark.slow, pytest.mark.ray]  # one local Ray for the whole module
+
 LOCAL = ComputeConfig(backend="local", batch_size=8)
 RAY = ComputeConfig(backend="ray", actors=2, cpus_per_actor=1, num_cpus=2, batch_size=8, max_retries=2)
 TEXTS = [f"passage {i}: how do I " + "copy a file in python " * (i % 7) for i in range(50)]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy.stats import kendalltau
 
 from kd.config import load_params
@@ -23,6 +24,8 @@ from kd.model_store import MODEL_CACHE, TINY_CE_DIR
 from kd.models import encode, load_bi_encoder
 from kd.teacher import load_teacher, normalize_scores
 from tests.pipeline_fixtures import SMOKE, copy_repo, sh, shared_cache
+
+pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
 
 
 def _agreement(model, queries: list[str], groups: list[list[str]], teacher: np.ndarray, prefix: tuple[str, str]) -> float:

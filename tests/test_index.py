@@ -153,6 +153,7 @@ def _recall(approx, exact) -> float:
     return found / sum(len(e) for e in exact)
 
 
+@pytest.mark.slow
 def test_ivfpq_recall_against_flat():
     emb, queries = clustered(N, 0), clustered(50, 1)
     docids = [f"doc{i}" for i in range(N)]
@@ -169,6 +170,7 @@ def test_ivfpq_recall_against_flat():
     assert kdindex.bytes_per_vector(index) < DIM * 4  # 16 code bytes + 8 id bytes vs 128 float32 bytes
 
 
+@pytest.mark.slow
 def test_ivfpq_is_deterministic_and_batching_does_not_matter():
     emb, queries = clustered(N, 0), clustered(20, 1)
     docids = [f"doc{i}" for i in range(N)]
@@ -178,6 +180,7 @@ def test_ivfpq_is_deterministic_and_batching_does_not_matter():
     assert first == kdindex.search(kdindex.build(emb, one_batch), queries, docids, K)
 
 
+@pytest.mark.slow
 def test_ivfpq_from_memmap(tmp_path):
     emb = clustered(N, 0)
     np.save(tmp_path / "emb.npy", emb)
@@ -206,6 +209,7 @@ def test_ivfpq_bad_params(change, pattern):
     assert "conf/index/ivfpq.yaml" in str(info.value)
 
 
+@pytest.mark.slow
 def test_ivfpq_save_load_round_trip(tmp_path, data):
     _, _, docids, corpus = data
     emb, queries = clustered(N, 0), clustered(20, 1)

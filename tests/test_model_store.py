@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 from safetensors import safe_open
 
 from kd.model_store import minilm_path, model_fingerprint, resolve, tiny_cross_encoder_path
@@ -32,6 +33,7 @@ def test_fingerprint_follows_content_and_names_not_mtimes(tmp_path: Path) -> Non
     assert model_fingerprint(tmp_path) != first
 
 
+@pytest.mark.slow
 def test_tiny_cross_encoder_is_built_once_with_its_head_saved(tmp_path: Path) -> None:
     path = tiny_cross_encoder_path(tmp_path)
     with safe_open(str(path / "model.safetensors"), "pt") as fh:

@@ -33,6 +33,7 @@ def mpnet():
     return load_bi_encoder("mpnet", max_seq_length=64)
 
 
+@pytest.mark.slow
 def test_mpnet_offline(mpnet):
     assert mpnet.max_seq_length == 64
     assert mpnet.get_embedding_dimension() == 768

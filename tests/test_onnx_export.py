@@ -17,6 +17,7 @@ from kd.runtime import pick_quant_config  # noqa: E402
 from tests.onnx_fixtures import Exported  # noqa: E402
 
 
+@pytest.mark.slow
 def test_export_layout(exported: Exported) -> None:
     assert (exported.onnx_dir / "onnx" / "model.onnx").is_file()  # the plain export int8 quantizes
     assert (exported.onnx_dir / onnx_export.SERVING_FILE).is_file()  # what backend `onnx` loads
@@ -32,6 +33,7 @@ def test_export_layout(exported: Exported) -> None:
     assert leftovers == []  # atomic: no temp folder left behind
 
 
+@pytest.mark.slow
 def test_export_is_reused(exported: Exported) -> None:
     for out, quantize in ((exported.onnx_dir, False), (exported.int8_dir, True)):
         marker = onnx_export.read_marker(out)
@@ -43,6 +45,7 @@ def test_export_is_reused(exported: Exported) -> None:
         assert after == before
 
 
+@pytest.mark.slow
 def test_changed_checkpoint_is_stale(exported: Exported, tmp_path: Path) -> None:
     src = tmp_path / "student"
     shutil.copytree(exported.src, src)
@@ -51,6 +54,7 @@ def test_changed_checkpoint_is_stale(exported: Exported, tmp_path: Path) -> None
     assert not onnx_export.is_fresh(exported.onnx_dir, model_fingerprint(src), onnx_export.SERVING_FILE)
 
 
+@pytest.mark.slow
 def test_unknown_int8_recipe_is_a_config_error(exported: Exported, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="recipe"):
         onnx_export.export_onnx(exported.src, tmp_path / "out", quantize=True, recipe="fast")  # type: ignore[arg-type]

@@ -12,6 +12,8 @@ from kd.data.io import read_dataset
 from kd.metrics import read_trec
 from tests.pipeline_fixtures import sh
 
+pytestmark = [pytest.mark.slow, pytest.mark.pipeline]
+
 SYSTEMS = ("bm25", "untrained", "kd", "teacher")
 
 

@@ -56,6 +56,8 @@ def test_page_is_self_contained_and_holds_the_data(page: Path) -> None:
     assert '"system": "teacher"' in html and '"split": "dev"' in html and '"variant": "no_kl"' in html
 
 
+@pytest.mark.slow
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium: `apt-get install -y chromium` for the headless render check")
 def test_page_renders_offline_in_headless_chromium(page: Path, tmp_path: Path) -> None:
     """The page, opened with no network access to anything, draws charts (not a blank page)."""

@@ -204,6 +204,8 @@ def test_conf_edit_is_detected_as_params_drift(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ DVC: nothing to redo, precise invalidation
 
 
+@pytest.mark.slow
+@pytest.mark.pipeline
 def test_repro_twice_runs_no_stage(smoke_repo: Path, smoke_cache: Path) -> None:
     lock = (smoke_repo / "dvc.lock").read_bytes()
     for _ in range(2):
@@ -216,6 +218,8 @@ def test_repro_twice_runs_no_stage(smoke_repo: Path, smoke_cache: Path) -> None:
     assert (smoke_repo / "dvc.lock").read_bytes() == lock
 
 
+@pytest.mark.slow
+@pytest.mark.pipeline
 def test_loss_weight_change_invalidates_only_train_index_evaluate(smoke_repo: Path, smoke_cache: Path) -> None:
     params = smoke_repo / "params.yaml"
     original = params.read_bytes()
@@ -243,6 +247,8 @@ def _dvcignore_skips_bytecode(repo: Path) -> bool:
     return any(p in lines for p in ("__pycache__", "__pycache__/", "**/__pycache__", "*.pyc", "*.py[cod]"))
 
 
+@pytest.mark.slow
+@pytest.mark.pipeline
 def test_bytecode_caches_do_not_invalidate_code_deps(smoke_repo: Path, smoke_cache: Path) -> None:
     """Stages depend on folders of code (`kd/data`); without PYTHONDONTWRITEBYTECODE Python writes
     `__pycache__/` there, and a clone never has it. DVC must not count it as a changed dependency."""
@@ -287,6 +293,8 @@ def _stage_workdir(repo: Path, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow
+@pytest.mark.pipeline
 def test_killed_teacher_resumes_from_its_chunks(smoke_repo: Path, tmp_path: Path) -> None:
     work = _stage_workdir(smoke_repo, tmp_path / "work")
     cache = tmp_path / "cold-cache"  # no teacher vectors, no chunks: everything is computed
@@ -376,6 +384,8 @@ def _service_answers(repo: Path, queries: list[str]) -> dict[str, Any]:
     return answers
 
 
+@pytest.mark.slow
+@pytest.mark.pipeline
 def test_push_clone_pull_same_answers(smoke_repo: Path, smoke_cache: Path, tmp_path: Path) -> None:
     origin, remote, clone = tmp_path / "origin", tmp_path / "remote", tmp_path / "clone"
     # a full copy (git history, DVC cache), so committing and adding a remote leave smoke_repo alone
@@ -461,6 +471,8 @@ def _trec(path: Path) -> list[tuple[str, str, int, float]]:
     return rows
 
 
+@pytest.mark.slow
+@pytest.mark.pipeline
 def test_same_config_and_seed_give_same_numbers(smoke_repo: Path, smoke_cache: Path, tmp_path: Path) -> None:
     """A second `dvc exp run -S +experiment=smoke` from the same commit, in a clone with its own DVC
     cache (no run-cache hits) and its own, empty KD_CACHE_DIR: every teacher vector, teacher chunk

@@ -37,6 +37,8 @@ from service.engine import Engine, Settings, load_engine, validate_artifacts
 from service.ops import RequestIdFilter
 from tests.service_fixtures import REPO, judged_test_queries, teacher_corpus_dir
 
+pytestmark = pytest.mark.slow  # every test here serves the smoke pipeline's artifacts
+
 QUERY = "Why is it called Python?"
 
 

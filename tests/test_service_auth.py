@@ -89,6 +89,7 @@ def test_store_verifies_and_caches(key_file: tuple[Path, str, str]) -> None:
     assert store.verify("not a key") is None
 
 
+@pytest.mark.slow
 def test_missing_or_broken_key_file_names_it(base: tuple[Settings, Engine], tmp_path: Path) -> None:
     settings = with_service(base[0], auth="api_key", api_keys_file=str(tmp_path / "none.json"))
     with pytest.raises(ConfigError, match=r"none\.json.*service\.api_keys_file.*python -m service\.keys create"):
@@ -101,6 +102,7 @@ def test_missing_or_broken_key_file_names_it(base: tuple[Settings, Engine], tmp_
         create_app(with_service(base[0], auth="password"), engine=base[1])
 
 
+@pytest.mark.slow
 def test_cli_startup_error_is_one_line(smoke_repo: Path, tmp_path: Path) -> None:
     params = tmp_path / "params.yaml"
     text = (smoke_repo / "params.yaml").read_text().replace("auth: none", "auth: api_key")
@@ -116,6 +118,7 @@ def test_cli_startup_error_is_one_line(smoke_repo: Path, tmp_path: Path) -> None
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_auth_required(auth_client: TestClient[Any], key_file: tuple[Path, str, str]) -> None:
     _, key, _ = key_file
     r = auth_client.post("/search", json=QUERY)
@@ -136,6 +139,7 @@ def test_auth_required(auth_client: TestClient[Any], key_file: tuple[Path, str, 
     assert "401" in spec["paths"]["/search"]["post"]["responses"]
 
 
+@pytest.mark.slow
 def test_revoked_key_stops_working(
     auth_client: TestClient[Any], key_file: tuple[Path, str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -149,6 +153,7 @@ def test_revoked_key_stops_working(
     assert r.status_code == 401
 
 
+@pytest.mark.slow
 def test_rate_limit_per_key(base: tuple[Settings, Engine], key_file: tuple[Path, str, str], tmp_path: Path) -> None:
     path, key, _ = key_file
     other, _ = create_key(path, "bob")
@@ -166,6 +171,7 @@ def test_rate_limit_per_key(base: tuple[Settings, Engine], key_file: tuple[Path,
         assert "kd_rate_limited_total 2.0" in c.get("/metrics", headers={"X-API-Key": other}).text
 
 
+@pytest.mark.slow
 def test_rate_limit_per_address_without_auth(base: tuple[Settings, Engine]) -> None:
     settings = with_service(base[0], rate_limit_per_minute=60, rate_limit_burst=2)
     with TestClient(create_app(settings, engine=base[1])) as c:

@@ -21,7 +21,7 @@ from service.engine import Settings
 from tests.browser_fixtures import free_port, needs_chromium
 from tests.service_fixtures import teacher_corpus_dir
 
-pytestmark = needs_chromium
+pytestmark = [needs_chromium, pytest.mark.slow, pytest.mark.browser]
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ def test_registry_uri_parsing() -> None:
             parse(bad)
 
 
+@pytest.mark.slow
 def test_serve_registered_version(smoke_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlflow import MlflowClient
 

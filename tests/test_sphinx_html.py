@@ -101,6 +101,7 @@ def test_reST_wins_over_html_in_one_folder(tmp_path):
     ("config", "questions", "passages", "release_notes"),
     [("django_docs_faq", 40, (4000, 8000), "releases/"), ("sqlalchemy_docs_faq", 30, (3000, 6000), "changelog/")],
 )
+@pytest.mark.slow
 def test_docs_package(config: str, questions: int, passages: tuple[int, int], release_notes: str) -> None:
     """A real Debian docs package (HTML only) through the shipped config's exclusions."""
     import yaml

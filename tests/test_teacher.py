@@ -163,6 +163,7 @@ def test_chunks_are_keyed_by_the_texts_not_only_the_ids(teacher: CachedTeacher, 
     assert len(list(tmp_path.iterdir())) == 2  # the other inputs' chunks are left alone (another run may use them)
 
 
+@pytest.mark.slow
 def test_score_groups_with_the_passage_matrix(teacher: CachedTeacher, tmp_path: Path) -> None:
     """A bi-encoder teacher: query embedding (cached) . the passage's row of the teacher_corpus matrix."""
     t = teacher.teacher

@@ -16,6 +16,7 @@ from kd.config import Params
 from tests.browser_fixtures import free_port, needs_chromium
 
 
+@pytest.mark.slow
 def test_run_logs_params_metrics_and_tags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -35,6 +36,7 @@ def test_run_logs_params_metrics_and_tags(tmp_path: Path, monkeypatch: pytest.Mo
     assert run.data.tags["git_commit"]
 
 
+@pytest.mark.slow
 def test_experiment_opens_on_the_runs_table_with_the_comparison_view(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -59,6 +61,7 @@ def test_experiment_opens_on_the_runs_table_with_the_comparison_view(
     assert f"viewStateShareKey={tracking.VIEW_KEY}" in url
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_share_one_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -86,6 +89,8 @@ def test_train_and_evaluate_share_one_run(tmp_path: Path, monkeypatch: pytest.Mo
     assert len(client.search_runs([exp.experiment_id])) == 2
 
 
+@pytest.mark.slow
+@pytest.mark.browser
 @needs_chromium
 def test_mlflow_ui_shows_runs_best_test_ndcg_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, browser: Any) -> None:
     """What a person sees: `mlflow ui` (the command README gives) in a real browser at `tracking.ui_url`."""

@@ -75,6 +75,7 @@ def toy() -> tuple[list[str], list[list[str]], np.ndarray]:
     return queries, groups, np.array(teacher, dtype=np.float32)
 
 
+@pytest.mark.slow
 def test_train_moves_the_student_toward_the_teacher(toy, tmp_path: Path) -> None:
     queries, groups, teacher = toy
     qids = [f"q{i}" for i in range(len(queries))]
@@ -118,6 +119,7 @@ def test_fit_projection_recovers_a_linear_map() -> None:
         fit_projection(student[:3], student[:3])
 
 
+@pytest.mark.slow
 def test_train_fits_the_embed_projection_with_the_student(toy, tmp_path: Path) -> None:
     # loss.embed only: every text has a fixed random teacher vector in 6 dims; the trainer must
     # optimise the projection (a parameter of the loss, not the model) and the term must fall
@@ -174,6 +176,8 @@ def _toy_run(toy, tmp_path: Path, workers: int):
     return _agreement(_student_scores(model, queries, groups), teacher), curves, logged
 
 
+@pytest.mark.slow
+@pytest.mark.ray
 def test_two_ray_workers_train_like_one(toy, tmp_path: Path, no_ray_left) -> None:
     """train.workers=2: DDP on Ray Train (gloo, 2 CPU workers) gives a trained student, close to 1 worker's."""
     pytest.importorskip("ray", reason='train.workers > 1 needs `pip install -e ".[ray]"`')
@@ -209,6 +213,7 @@ def test_interpolate_weights_mixes_floats_and_keeps_integer_buffers() -> None:
         interpolate_weights(trained, {"w": initial["w"]}, 0.5)
 
 
+@pytest.mark.slow
 def test_wise_ft_scores_the_grid_and_leaves_the_chosen_mix(toy) -> None:
     queries, groups, _ = toy
     model = load_bi_encoder("minilm", STUDENT.max_seq_length)

@@ -28,10 +28,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
+from bench.portable import REPO, portable, portable_text  # noqa: E402, F401  (re-exported for the scripts)
 from kd.config import Params, PythonDocsFaqData, load_params  # noqa: E402
 from kd.data.io import Dataset  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = REPO / "bench" / "results"
 CAVEAT = (
     "Timings on a shared, noisy machine (other processes use the CPU): compare numbers within one run, "
     "and prefer the interleaved ratios to absolute values."
@@ -226,13 +227,16 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-def write_results(name: str, data: dict[str, Any], markdown: str, out_dir: Path = RESULTS) -> tuple[Path, Path]:
+def write_results(
+    name: str, data: dict[str, Any], markdown: str, out_dir: Path = RESULTS, roots: tuple[Path, ...] = ()
+) -> tuple[Path, Path]:
+    """`<out_dir>/<name>.json` and `.md`, with machine paths made portable (`portable`)."""
     from kd.atomic import write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
     js, md = out_dir / f"{name}.json", out_dir / f"{name}.md"
-    write_text(js, json.dumps(data, indent=2, default=str) + "\n")
-    write_text(md, markdown)
+    write_text(js, json.dumps(portable(json.loads(json.dumps(data, default=str)), roots), indent=2) + "\n")
+    write_text(md, portable_text(markdown, roots))
     return js, md
 
 

@@ -39,7 +39,17 @@ from typing import Any
 if __package__ in (None, ""):  # `python bench/latency.py`: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RESULTS, Stats, fmt, log, machine_info, round_robin, setup_logging, write_results  # noqa: E402
+from bench.common import (  # noqa: E402
+    RESULTS,
+    Stats,
+    fmt,
+    log,
+    machine_info,
+    portable_text,
+    round_robin,
+    setup_logging,
+    write_results,
+)
 from kd.config import Params, check_backend, load_params  # noqa: E402
 from kd.data.io import read_queries  # noqa: E402
 from kd.errors import KDError  # noqa: E402
@@ -148,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = [
         "# bench.latency: the shipped search path in process (service.engine.Engine, no HTTP)", "",
-        f"root `{root}`; student `{first.student_name}`; {len(first.passages)} passages; rerank mode "
+        f"root `{root}`; student `{first.student_name}`; mode `{first.ready_info.mode}`; {len(first.passages)} passages; rerank mode "
         f"`{first.rerank_mode or 'off'}`; threads `service.threads={params.service.threads}`", "",
         "| call | n | p50 ms | p90 ms | p99 ms |", "|---|---|---|---|---|",
     ]  # fmt: skip
@@ -162,9 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         text = profile(first, queries, args.profile)
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "profile_request.txt").write_text(text)
+        (args.out / "profile_request.txt").write_text(portable_text(text, (root,)))
         lines += ["", f"cProfile of {args.profile} plain searches ({backends[0]}): {args.out / 'profile_request.txt'}"]
-    js, md = write_results("latency", data, "\n".join(lines) + "\n", args.out)
+    js, md = write_results("latency", data, "\n".join(lines) + "\n", args.out, roots=(root,))
     print("\n".join(lines))
     log.info("wrote %s and %s", js, md)
     return 0

@@ -36,7 +36,11 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # `python bench/load.py`: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.portable import REPO, portable  # noqa: E402
+
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 DEFAULT_QUERIES = [
     "Why is it called Python?",
@@ -348,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
             report = bench(url, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.write_text(json.dumps(portable(report), indent=2) + "\n")
     os.replace(tmp, args.out)
     print(report["table"])
     print(f"\nwrote {args.out}")

@@ -41,6 +41,7 @@ import numpy as np
 import yaml
 
 from bench.load import DEFAULT_QUERIES, REPO, Conn, running_service
+from bench.portable import portable
 
 PLAIN = {"k": 10}
 RERANK = {"k": 10, "rerank": True, "rerank_depth": 100}
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     report["table"] = "\n".join(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.write_text(json.dumps(portable(report), indent=2) + "\n")
     print(report["table"])
     print(f"\nbf16: {report['machine']['bf16']} (avx512_bf16 {report['machine']['avx512_bf16']}, "
           f"amx {report['machine']['amx_bf16']}); wrote {args.out}")  # fmt: skip

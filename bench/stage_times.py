@@ -30,6 +30,8 @@ if __package__ in (None, ""):  # `python bench/stage_times.py`: make the reposit
 
 import yaml  # noqa: E402
 
+from bench.portable import portable, portable_text  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -84,6 +86,9 @@ def _loadavg() -> list[float]:
 
 
 def _write(out_dir: Path, data: dict[str, Any]) -> None:
+    """stage_times.json and .md, paths inside the copy relative to it (`bench.portable`)."""
+    repo = Path(data["repo"])
+    data = {**portable(data, (repo,)), "repo": portable_text(str(repo))}  # the copy itself: `.../<name>`
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in (("stage_times.json", json.dumps(data, indent=2) + "\n"), ("stage_times.md", markdown(data))):
         tmp = out_dir / f".{name}.tmp"

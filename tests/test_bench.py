@@ -113,3 +113,27 @@ def test_append_rows_writes_one_header_and_survives_a_replaced_file(tmp_path: Pa
     replaced.replace(out)  # what `dvc exp run` does to a tracked file between runs: a new inode
     append_rows(out, ["a", "b"], [{"a": 3, "b": 4}])
     assert out.read_text().splitlines() == ["a,b", "1,2", "3,4"]
+
+
+def test_results_carry_no_machine_paths(tmp_path: Path) -> None:
+    """bench.portable: paths in the repository or a scratch copy become relative, installed code
+    `site-packages/...`, anything else `.../<name>`; routes and URLs are left alone."""
+    import sys
+
+    from bench.common import write_results
+    from bench.portable import REPO, portable_text
+
+    copy = tmp_path / "copy"
+    text = (
+        f"root `{REPO}` log {copy}/bench/results/stage_logs/data.log student {REPO}/artifacts/student "
+        f"torch {sys.prefix}/lib/python3.11/site-packages/torch/nn/modules/module.py:12(f) os {sys.prefix}/lib/python3.11/os.py:3 "
+        f"out {tmp_path}/sl.json route /search/batch url http://127.0.0.1:8000/schema/openapi.json"
+    )
+    assert portable_text(text, (copy,)) == (
+        "root `.` log bench/results/stage_logs/data.log student artifacts/student "
+        "torch site-packages/torch/nn/modules/module.py:12(f) os python3.11/os.py:3 "
+        "out .../sl.json route /search/batch url http://127.0.0.1:8000/schema/openapi.json"
+    )
+    js, md = write_results("x", {"student": REPO / "artifacts/student", "n": 3}, f"in {tmp_path}\n", tmp_path)
+    assert json.loads(js.read_text()) == {"student": "artifacts/student", "n": 3}
+    assert md.read_text() == f"in .../{tmp_path.name}\n"

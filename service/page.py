@@ -36,6 +36,7 @@ PAGE = """<!doctype html>
 </head>
 <body>
 <h1>kd-search</h1>
+<p class="latency" id="mode"></p>
 <form id="search-form">
   <input id="query" name="query" type="search" placeholder="Ask about Python..." required maxlength="1000" autofocus>
   <label>k <input id="k" name="k" type="number" min="1" max="100" value="10"></label>
@@ -62,6 +63,9 @@ async function loadInfo() {
     if (r.status === 401) { $("keyrow").hidden = false; return; }
     const info = await r.json();
     limits = info.limits;
+    $("mode").textContent = info.mode === "asymmetric"
+      ? "asymmetric: the teacher's passage embeddings, queries by the student " + info.student.name
+      : "symmetric: passages and queries by the student " + info.student.name;
     $("k").max = String(info.limits.max_k);
     if (!info.rerank_available) { $("rerank").checked = false; $("rerank").disabled = true; }
     if (info.auth === "api_key") { $("keyrow").hidden = false; }

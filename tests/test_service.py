@@ -378,6 +378,7 @@ def test_ready(
     }  # fmt: skip
     assert body["rerank_available"] is True
     assert body["index"]["type"] == "hnsw" and body["index"]["M"] == params.index.M
+    assert body["mode"] == "symmetric" and body["index"]["passages"] == "student"  # index.passages of the smoke run
     assert body["index"]["ef_search"] == params.index.ef_search
     assert body["git_commit"] == meta["git_commit"] and body["dvc_experiment"] == meta["dvc_experiment"]
     assert body["dvc_experiment"]  # the smoke run was a `dvc exp run`

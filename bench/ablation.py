@@ -38,7 +38,7 @@ VARIANTS: dict[str, list[str]] = {
     # inherits the default's lr 2e-4 + mix 0.5, so these two now equal the *_lr2e-4 variants below
     "full": ["+experiment=full"],
     "django_full": ["data=django_docs_faq", "+experiment=full"],
-    # full at the default's lr: the runs that chose full.yaml's current recipe (README, fifth round)
+    # full at the default's lr: the runs that chose full.yaml's current recipe (docs/experiments.md, training at 256 tokens too)
     "full_lr2e-4": ["+experiment=full", "train.learning_rate=2e-4"],
     "django_full_lr2e-4": ["data=django_docs_faq", "+experiment=full", "train.learning_rate=2e-4"],
     # half the training headings / API names rewritten as questions by a template (kd.pseudo.as_question)

@@ -7,7 +7,7 @@
 Exact search (FAISS flat inner product) so only the encoder differs. Each backend encodes both the
 corpus and the queries (what `student.backend` does to the `index` stage and the service); the
 "torch corpus" column keeps the PyTorch corpus and swaps only the query encoder (a service switched
-to ONNX over an index built by PyTorch). The issue's bar: nDCG@10 loss vs PyTorch <= 0.005.
+to ONNX over an index built by PyTorch). The bar: nDCG@10 loss vs PyTorch <= 0.005.
 
 Writes bench/results/quality.json and bench/results/quality.md (also printed).
 """

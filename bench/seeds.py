@@ -64,8 +64,8 @@ def markdown(rows: list[dict[str, str]]) -> str:
     lines = ["# Configs over training seeds (dev and test)", "",
              "Written by `python -m bench.seeds` from `bench/results/seeds.csv`: each row one `dvc exp run` of the",
              "shipped pipeline; only `train.seed` differs within a config. Dev chose the configs; test is reported.",
-             "`cpu`: bf16 = a 2-core box with avx512_bf16 (teacher and corpus encodes under bf16 autocast);",
-             "no-bf16 = a 2-core AVX2 box (float32).",
+             "`cpu`: bf16 = a 2-core AMD EPYC with avx512_bf16 (teacher and corpus encodes under bf16 autocast);",
+             "no-bf16 = a 2-core AMD EPYC with AVX2 only (float32).",
              "Configs named `django-*` run on `data=django_docs_faq`, a second corpus used for choosing: both",
              "of its splits are dev evidence there, not test. Configs named `sqlalchemy-*` run on",
              "`data=sqlalchemy_docs_faq`, a corpus no choice was made on: both splits are held-out evidence.", ""]  # fmt: skip

@@ -1,4 +1,4 @@
-"""The issue-11 numbers, measured on the shipped service over loopback (bounded, stops by itself).
+"""The service's latency figures (docs/service.md), measured over loopback (bounded, stops by itself).
 
 Starts `python -m service` twice on free loopback ports from the same artifacts:
   A: auth none, no rate limit;   B: auth api_key (a key made here, argon2id file) + a rate limit too

@@ -1,5 +1,5 @@
 """The docs stay true: docs/configuration.md documents exactly the config keys of kd/config.py (with their
-defaults), and every relative link in README.md and docs/*.md points to a file that exists."""
+defaults), and every relative link in README.md, bench/README.md and docs/*.md points to a file that exists."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def test_the_check_names_a_stale_and_a_missing_key() -> None:
 
 
 def markdown_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [ROOT / "README.md", ROOT / "bench" / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def relative_links(path: Path) -> list[tuple[int, str]]:

@@ -81,7 +81,7 @@ def test_closure_follows_imports_inside_functions(tmp_path: Path) -> None:
 
 
 def test_kd_imports_run_one_way() -> None:
-    """No import cycle inside kd/, not even through an import inside a function (DESIGN.md's rule)."""
+    """No import cycle inside kd/, not even through an import inside a function: imports run one way."""
     files = sorted(p for p in (ROOT / "kd").rglob("*.py"))
     name_of = {f: ".".join(f.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for f in files}
     edges = {name_of[f]: {m for m in imported_modules(f) if module_file(m)} - {name_of[f]} for f in files}

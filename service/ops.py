@@ -1,7 +1,7 @@
 """Per-request plumbing: request ids, API-key auth, rate limits, Prometheus metrics, access log.
 
 One pure-ASGI middleware does all four, because each request should pay for one extra layer, not
-four (on the 2-core box every layer is measurable next to a ~4 ms search). It runs after routing,
+four (on a 2-core machine every layer is measurable next to a ~4 ms search). It runs after routing,
 so `scope["path_template"]` labels the metrics by route, not by raw path.
 """
 

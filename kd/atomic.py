@@ -49,5 +49,15 @@ def atomic_dir(path: Path | str) -> Iterator[Path]:
 
 
 def write_text(path: Path | str, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically: readers see the old file or the whole new one, never a part.
+
+    Args:
+        path: the file to (re)write; its folder must exist.
+        text: the whole new content.
+
+    Example::
+
+        write_text("metrics.json", json.dumps(metrics, indent=2))
+    """
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -26,6 +26,27 @@ def build_index(corpus: Corpus, index_dir: Path, threads: int = 2) -> None:
 def search(
     index_dir: Path, queries: dict[str, str], depth: int, k1: float = 0.9, b: float = 0.4, threads: int = 2
 ) -> Run:
+    """BM25 top-`depth` passages for each query from a Lucene index (Pyserini's `LuceneSearcher`).
+
+    Okapi BM25 (Robertson and Zaragoza, 2009, "The Probabilistic Relevance Framework: BM25 and Beyond"),
+    scored by Lucene; queries are searched in batches of 64 on `threads` threads.
+
+    Args:
+        index_dir: a folder written by `build_index`.
+        queries: query id -> text.
+        depth: passages kept per query (`bm25.depth`).
+        k1: term-frequency saturation (`bm25.k1`).
+        b: length normalisation (`bm25.b`).
+        threads: Lucene search threads (`bm25.threads`).
+
+    Returns:
+        A run: query id -> {passage id: BM25 score}, at most `depth` passages per query (none for a
+        query without a matching term).
+
+    Example::
+
+        run = search(Path("artifacts/bm25/index"), {"q1": "copy a file"}, depth=10)
+    """
     from pyserini.search.lucene import LuceneSearcher
 
     searcher = LuceneSearcher(str(index_dir))

@@ -13,6 +13,21 @@ from kd.errors import KDError
 
 
 def run_stage(name: str, fn: Callable[[Params], None]) -> None:
+    """Run one pipeline stage as a program: load `params.yaml`, seed torch, call `fn(params)`, log the time.
+
+    Hugging Face stays offline unless the environment says otherwise. A `KDError` (bad config, missing
+    input, unloadable model) ends the process with exit status 2 and one line naming the stage and the
+    fix, instead of a traceback.
+
+    Args:
+        name: the stage's name as in dvc.yaml (prefixes every log line).
+        fn: the stage's body.
+
+    Example::
+
+        if __name__ == "__main__":
+            run_stage("bm25", main)
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     logging.basicConfig(level=logging.INFO, format=f"[{name}] %(message)s")

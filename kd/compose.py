@@ -13,6 +13,21 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def compose(overrides: list[str] | None = None, conf_dir: Path = CONF_DIR) -> dict[str, Any]:
+    """The params Hydra composes from `conf/` with `overrides`: what `dvc exp run -S ...` writes to params.yaml.
+
+    Args:
+        overrides: Hydra overrides, e.g. `["student=e5_small_v2", "loss.margin_mse=0.8", "+experiment=smoke"]`.
+        conf_dir: the folder holding `config.yaml` and the groups.
+
+    Returns:
+        The composed, resolved params as plain dicts and lists (interpolations such as
+        `${teacher.smoke_model}` resolved).
+
+    Example::
+
+        >>> compose(["train.epochs=2"])["train"]["epochs"]
+        2
+    """
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
@@ -25,6 +40,7 @@ def compose(overrides: list[str] | None = None, conf_dir: Path = CONF_DIR) -> di
 
 
 def main() -> None:
+    """`python -m kd.compose [OVERRIDE ...] > params.yaml`: the composition as YAML on stdout."""
     import yaml
 
     sys.stdout.write(yaml.safe_dump(compose(sys.argv[1:]), sort_keys=False))

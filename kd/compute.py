@@ -71,6 +71,14 @@ class ModelSpec:
 
     @classmethod
     def student(cls, cfg: ModelConfig, model_dir: str | Path | None = None, text: str = "passage") -> ModelSpec:
+        """The student: the trained folder `model_dir`, or (None) the untrained student of `cfg`.
+
+        Args:
+            cfg: the `student` config section.
+            model_dir: a sentence-transformers folder (made absolute: Ray workers run elsewhere), or
+                None for the untrained student (a packaged name, or a cut/static model built once).
+            text: `passage` or `query`: which prefix the encode applies.
+        """
         # absolute: a Ray worker's working directory is not the driver's (on a cluster the folder must
         # exist on every node: a shared filesystem, or the same `dvc pull` on each)
         if model_dir is None:  # the untrained student: a packaged name, or a cut/static model built once
@@ -80,6 +88,7 @@ class ModelSpec:
 
     @classmethod
     def teacher(cls, cfg: ModelConfig, text: str = "passage") -> ModelSpec:
+        """The teacher of `cfg` (the `teacher` section); `text` as for `student`."""
         return cls(cfg, "teacher", None, text)
 
     def key(self) -> str:
@@ -153,6 +162,14 @@ class ShardRunner:
             self._encode = teacher.encode_queries if spec.text == "query" else teacher.encode_passages
 
     def run(self, payload: list[Any]) -> np.ndarray:
+        """One shard's result.
+
+        Args:
+            payload: texts to encode (op `encode`), or `[query, passage]` pairs to score (op `score`).
+
+        Returns:
+            float32 `[len(payload), dim]` embeddings, or `[len(payload), 1]` pair scores.
+        """
         if self.op == "encode":
             if self._encode is None:
                 raise ConfigError(
@@ -460,6 +477,7 @@ class PairScorer:
     cfg: ComputeConfig
 
     def score(self, queries: list[str], passages: list[str], progress: bool = True) -> np.ndarray:
+        """The teacher's score of each (query, passage) pair, `[len(queries)]` float32; as `Teacher.score`."""
         return score_pairs(queries, passages, self.spec, self.cfg)
 
 

@@ -71,6 +71,11 @@ def write_trec(run: Run, path: Path, tag: str) -> None:
 
 
 def read_trec(path: Path) -> Run:
+    """A TREC run file (`qid Q0 docid rank score tag` per line, as `write_trec` writes) -> qid -> {docid: score}.
+
+    Raises:
+        DataError: naming the stage to run for a missing file, or the line of a malformed one.
+    """
     if not path.exists():
         raise DataError(f"run file {path} not found: run the stage that writes it (see dvc.yaml)")
     run: Run = {}

@@ -15,6 +15,16 @@ from kd.metrics import Qrels, Run
 
 @dataclass
 class Candidates:
+    """One training query's hard-negative candidates, before the teacher scores them.
+
+    Attributes:
+        qid: the query id.
+        pos_id: the positive passage the group is built around (the best-ranked relevant one).
+        cand_ids: candidate negatives in source order, each passage once, no relevant or held-out passage.
+        sources: for each candidate, the run it came from (`bm25`, `dense`, `teacher`).
+        positives: every relevant passage of the query (never a negative).
+    """
+
     qid: str
     pos_id: str
     cand_ids: list[str] = field(default_factory=list)

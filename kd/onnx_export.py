@@ -56,6 +56,13 @@ KEEP_FLOAT_PATTERNS: Final = (
 
 
 def onnx_file_name(quantize: bool, quant_config: str | None = None, recipe: str = "accurate") -> str:
+    """The model file inside an export folder: the serving graph, or `onnx/model_qint8_<config>[_<recipe>].onnx`.
+
+    Args:
+        quantize: the int8 file instead of the float one.
+        quant_config: the int8 config (`avx512_vnni`, `avx512`, `avx2`, `arm64`); None picks this CPU's.
+        recipe: the quantization recipe (`accurate`, the default, adds no suffix).
+    """
     if not quantize:
         return SERVING_FILE
     return f"onnx/model_{_quant_suffix(quant_config or pick_quant_config(), recipe)}.onnx"
@@ -83,6 +90,7 @@ def quantization_config(quant_config: str, recipe: str, onnx_path: Path) -> tupl
 
 
 def read_marker(out_dir: Path) -> dict[str, Any] | None:
+    """The export's marker (source fingerprint, versions, optimization) in `out_dir`; None if absent or unreadable."""
     try:
         data = json.loads((out_dir / MARKER).read_text())
     except (OSError, json.JSONDecodeError):

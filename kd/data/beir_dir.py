@@ -27,6 +27,30 @@ def load(
     max_passages: int | None = None,
     dev_fraction: float = 0.33,
 ) -> Dataset:
+    """A local BEIR-format folder (Thakur et al., 2021, "BEIR: A Heterogeneous Benchmark for Zero-shot
+    Evaluation of Information Retrieval Models") as a `Dataset`.
+
+    The folder holds `corpus.jsonl` (`{"_id", "title", "text"}` per line), `queries.jsonl`
+    (`{"_id", "text"}`) and `qrels/{train,dev,test}.tsv` (`query-id corpus-id score`, a header line
+    allowed). Queries whose judgements are all 0 are dropped. Without a dev file, a stable hash of the
+    query ids moves `dev_fraction` of the test queries to dev, so choices never see test.
+
+    Args:
+        path: the folder (`data.path`); required.
+        max_train_queries: keep at most this many training queries (None: all).
+        max_dev_queries: likewise for dev.
+        max_test_queries: likewise for test.
+        max_passages: cap the corpus, always keeping judged passages (None: all).
+        dev_fraction: share of test moved to dev when there is no dev file.
+
+    Raises:
+        DataError: naming the file (and line) of anything missing or malformed.
+
+    Example::
+
+        ds = load("/data/scifact", max_passages=20_000)
+        ds.counts()  # {"passages": ..., "train_queries": ..., "dev_judged": ..., ...}
+    """
     if not path:
         raise DataError("data=beir_dir needs data.path: `dvc exp run -S data=beir_dir -S data.path=/abs/dir`")
     root = Path(path).expanduser()

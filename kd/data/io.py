@@ -30,12 +30,22 @@ Qrels = dict[str, dict[str, int]]  # qid -> docid -> relevance
 
 @dataclass
 class Dataset:
+    """The canonical dataset every source produces and every stage reads (`data/` on disk).
+
+    Attributes:
+        corpus: passage id -> `{"title", "text"}`.
+        queries: split (`train`, `dev`, `test`) -> query id -> text.
+        qrels: split -> query id -> {passage id: relevance}; relevance > 0 is relevant.
+        meta: where it came from and how it was built (source, caps, seed), written to `meta.json`.
+    """
+
     corpus: Corpus
     queries: dict[str, Queries]  # split -> queries
     qrels: dict[str, Qrels]  # split -> qrels
     meta: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
+        """Passages, and queries and judgements per split: `{"passages", "train_queries", "train_judged", ...}`."""
         out = {"passages": len(self.corpus)}
         for split in SPLITS:
             out[f"{split}_queries"] = len(self.queries.get(split, {}))
@@ -130,6 +140,12 @@ def _need(path: Path) -> Path:
 
 
 def read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each non-empty line of a JSON-lines file.
+
+    Raises:
+        DataError: `path:line:` for a missing file, invalid JSON, a non-object line or a missing
+            `required` field.
+    """
     with _need(path).open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -147,6 +163,11 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dic
 
 
 def read_corpus(path: Path) -> Corpus:
+    """`corpus.jsonl` (`{"_id", "title", "text"}` per line) -> passage id -> `{"title", "text"}`.
+
+    Raises:
+        DataError: naming the line of a duplicate id or an empty text.
+    """
     corpus: Corpus = {}
     for lineno, rec in read_jsonl(path, ("_id", "text")):
         docid = str(rec["_id"])
@@ -160,6 +181,11 @@ def read_corpus(path: Path) -> Corpus:
 
 
 def read_queries(path: Path) -> Queries:
+    """A queries file (`{"_id", "text"}` per line) -> query id -> text.
+
+    Raises:
+        DataError: naming the line of a duplicate id or an empty text.
+    """
     queries: Queries = {}
     for lineno, rec in read_jsonl(path, ("_id", "text")):
         qid = str(rec["_id"])
@@ -173,6 +199,15 @@ def read_queries(path: Path) -> Queries:
 
 
 def read_qrels(path: Path, corpus: Corpus | None = None) -> Qrels:
+    """A BEIR qrels TSV (`query-id<TAB>corpus-id<TAB>score`, optional header) -> query id -> {passage id: relevance}.
+
+    Args:
+        path: the TSV file.
+        corpus: if given, every judged passage must be in it.
+
+    Raises:
+        DataError: naming the line of a wrong field count, an unknown passage or a non-integer relevance.
+    """
     qrels: Qrels = {}
     with _need(path).open(encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
@@ -194,6 +229,15 @@ def read_qrels(path: Path, corpus: Corpus | None = None) -> Qrels:
 
 
 def read_dataset(data_dir: Path) -> Dataset:
+    """The dataset the `data` stage wrote (`corpus.jsonl`, `queries/{split}.jsonl`, `qrels/{split}.tsv`,
+    `meta.json`), validated: texts non-empty, qrels point at known queries and passages, and every query has
+    a relevant passage (`validate`).
+
+    Example::
+
+        ds = read_dataset(Path("data"))
+        len(ds.queries["test"]), len(ds.corpus)
+    """
     data_dir = Path(data_dir)
     corpus = read_corpus(data_dir / "corpus.jsonl")
     queries = {s: read_queries(data_dir / "queries" / f"{s}.jsonl") for s in SPLITS}

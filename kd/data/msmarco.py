@@ -37,6 +37,23 @@ def load(
     seed: int = 13,
     dev_fraction: float = 0.33,  # unused: MS MARCO's dev queries come from its own judged train split
 ) -> Dataset:
+    """A slice of MS MARCO passage ranking (Nguyen et al., 2016) through ir_datasets; needs a network once.
+
+    Train and dev queries are sampled (seeded) from `msmarco-passage/train/judged`, test queries from
+    `msmarco-passage/dev/small`; the corpus is every judged passage, padded with the collection's first
+    passages up to `max_passages`.
+
+    Args:
+        max_train_queries: training queries (None: 400).
+        max_dev_queries: dev queries, taken apart from the training ones (None: 60).
+        max_test_queries: test queries (None: 200).
+        max_passages: corpus size after padding (None: the judged passages only).
+        seed: sampling seed.
+        dev_fraction: unused (MS MARCO has its own dev queries); accepted so every source takes the same keys.
+
+    Raises:
+        DataError: ir_datasets missing, or the download failed (with what to do offline).
+    """
     try:
         import ir_datasets
     except ImportError as exc:

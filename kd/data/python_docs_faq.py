@@ -1,12 +1,13 @@
-"""The embedded default dataset: the CPython documentation, with the FAQ questions as test queries.
+"""The embedded default dataset: the CPython documentation, with the FAQ questions held out as dev and test.
 
 Corpus: every section of every page, chunked into passages of `min_words`..`max_words` words;
 title = the page title (never the section heading, which for the FAQ *is* the test query).
-Test: each FAQ question heading; relevant = the passages of that question's own answer.
+Dev and test: each FAQ question heading (split by a stable hash of its id); relevant = the passages of
+that question's own answer.
 Train/val: from the other pages only — informative section headings (positives: that section's
 passages), API objects (`.. function:: json.dumps` -> `json.dumps`, positive: the passage holding
-its description) and glossary terms ("What is <term>?"). No FAQ page feeds training, so no test
-query or answer wording is trained on.
+its description) and glossary terms ("What is <term>?"). No FAQ page feeds training, so no held-out
+question or answer wording is trained on.
 
 Any Sphinx documentation with `faq/` pages builds the same way, from reST sources or, for packages
 that ship only the built site, from its HTML (`kd.data.sphinx_html`; conf/data/django_docs_faq.yaml).
@@ -138,6 +139,14 @@ def _role_text(m: re.Match[str]) -> str:
 
 
 def clean_inline(text: str) -> str:
+    """reST inline markup to plain text: roles (`:func:`json.dumps`` -> `json.dumps`), links, literals,
+    references and emphasis lose their markup, backslashes go, whitespace collapses.
+
+    Example::
+
+        >>> clean_inline("Use :func:`json.dumps` and ``indent``, see `the docs <https://x>`_.")
+        'Use json.dumps and indent, see the docs.'
+    """
     text = _ROLE.sub(_role_text, text)
     text = _LINK.sub(lambda m: m.group(1), text)
     text = _LITERAL.sub(lambda m: m.group(1), text)
@@ -285,6 +294,15 @@ def parse_body(lines: list[str]) -> list[Block]:
 
 @dataclass
 class Chunked:
+    """Sections packed into passages (`chunk_sections`).
+
+    Attributes:
+        passages: passage id (`<page>#<anchor>-<n>`) -> `{"title", "text"}`, title = the page title.
+        section_docids: (page, anchor) -> the ids of that section's passages.
+        tags: (kind, tag, page, passage id) for each API object or glossary term, and the passage that
+            documents it.
+    """
+
     passages: dict[str, dict[str, str]]
     section_docids: dict[tuple[str, str], list[str]]  # (page, anchor) -> docids
     tags: list[tuple[str, str, str, str]]  # (kind, tag, page, docid)
@@ -350,6 +368,35 @@ def build(
     exclude: tuple[str, ...] = ("whatsnew/",),
     seed: int = 13,
 ) -> Dataset:
+    """The dataset from a Sphinx documentation folder with `faq/` pages (reST sources or built HTML).
+
+    Sections are packed into passages of `min_words`..`max_words` words, never across sections. FAQ
+    question headings (ending in "?") are held out, split into dev and test by a stable hash of their ids
+    (`dev_fraction` to dev); their relevant passages are their own answer's. Training queries come from the
+    other pages only: informative headings, API object names and glossary terms ("What is <term>?"), two
+    natural-language queries for each API name, seeded order.
+
+    Args:
+        doc_dir: the documentation folder (what `fetch_debian_docs` returns, or `data.doc_dir`).
+        source: provenance written to `meta.json` (e.g. `debian:python3.11-doc 3.11.2-6`).
+        min_words: shortest passage (`data.min_words`).
+        max_words: longest passage (`data.max_words`).
+        max_passages: cap the corpus, keeping every judged passage (None: all).
+        max_train_queries: training queries kept (None: all).
+        max_dev_queries: dev questions kept, sampled with `seed` (None: all).
+        max_test_queries: test questions kept, likewise.
+        dev_fraction: share of the FAQ questions that go to dev.
+        exclude: page path prefixes left out (release notes, generated index pages).
+        seed: seed of the training-query order and the samples.
+
+    Raises:
+        DataError: bad word bounds, or a folder without FAQ questions.
+
+    Example::
+
+        sources, version = fetch_debian_docs("python3.11-doc")
+        ds = build(sources, f"debian:{version}", max_train_queries=600)
+    """
     if not 0 < min_words <= max_words:
         raise DataError(f"data.min_words={min_words} must be >0 and <= data.max_words={max_words}")
     sections: list[Section] = []

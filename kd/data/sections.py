@@ -17,6 +17,8 @@ class Block:
 
 @dataclass
 class Section:
+    """One headed section of a documentation page, with its paragraphs in order (`blocks`)."""
+
     page: str  # e.g. "library/json"
     page_title: str
     heading: str
@@ -25,6 +27,13 @@ class Section:
 
 
 def slugify(text: str, limit: int = 60) -> str:
+    """A lowercase ASCII id for `text` (runs of anything else become `-`), at most `limit` characters.
+
+    Example::
+
+        >>> slugify("How do I copy a file?")
+        'how-do-i-copy-a-file'
+    """
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
     return slug[:limit].rstrip("-") or "section"
 

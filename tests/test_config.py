@@ -25,7 +25,8 @@ def test_params_yaml_is_the_composition_of_conf():
     # one set of defaults: the dataclasses (what bench scripts and the service's Settings() get) equal conf/
     assert params_from_dict(committed) == Params()
     role_specific = {"student.kind", "student.chunk_groups", "teacher.backend", "teacher.corpus_backend"}
-    role_specific |= {f"student.{k}" for k in ("corpus_chunk", "score_norm", "score_scale", "smoke_model")}
+    role_specific |= {f"student.{k}" for k in ("corpus_chunk", "score_norm", "score_scale", "smoke_model", "dim")}
+    role_specific |= {f"teacher.{k}" for k in ("layers", "dim", "learning_rate")}  # student-only keys
     role_specific |= {f"index.{k}" for k in ("nlist", "m", "nbits", "nprobe", "train_size", "add_batch")}  # ivfpq only
     assert set(flat) - set(raw) <= role_specific
 

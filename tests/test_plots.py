@@ -36,6 +36,9 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
               [[split, name, v, v, 0.9] for split in ("dev", "test") for name, v in systems])  # fmt: skip
     write_csv(repo / "bench/results/ablation.csv", ["variant", "seed", "dev_ndcg@10"],
               [[v, s, 0.6 + 0.01 * i + 0.002 * s] for i, v in enumerate(("default", "no_kl")) for s in range(3)])  # fmt: skip
+    write_csv(repo / "bench/results/frontier_plot.csv", ["system", "query_p50_ms", "ndcg@10", "split", "data"],
+              [["static_asym (python_docs_faq, test)", 0.2, 0.55, "test", "python_docs_faq"],
+               ["teacher (python_docs_faq, test)", 30.0, 0.65, "test", "python_docs_faq"]])  # fmt: skip
     subprocess.run(["git", "init", "-q", "."], cwd=repo, check=True)
     out = subprocess.run(["dvc", "plots", "show", "-o", "out"], cwd=repo, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -51,9 +54,10 @@ def test_page_is_self_contained_and_holds_the_data(page: Path) -> None:
     assert "function vegaEmbed" in html or "vegaEmbed=" in html
     assert "{plot_divs}" not in html
     for title in ("training loss per component", "dev nDCG@10 per epoch", "nDCG@10 per system, dev and test",
-                  "ablation, dev nDCG@10 per variant"):  # fmt: skip
+                  "ablation, dev nDCG@10 per variant", "frontier, nDCG@10 against query-encode latency"):  # fmt: skip
         assert title in html, title
     assert '"system": "teacher"' in html and '"split": "dev"' in html and '"variant": "no_kl"' in html
+    assert '"query_p50_ms": "0.2"' in html or '"query_p50_ms": 0.2' in html  # the frontier's points
 
 
 @pytest.mark.slow

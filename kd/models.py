@@ -6,6 +6,7 @@ A name goes through `kd.model_store.resolve` (packaged, local folder or hub id);
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -105,6 +106,22 @@ def cut_layers(model: SentenceTransformer, layers: list[int]) -> SentenceTransfo
     hf.encoder.layer = nn.ModuleList([blocks[i] for i in layers])
     hf.config.num_hidden_layers = len(layers)
     return model
+
+
+def check_layers_exist(cfg: ModelConfig) -> None:
+    """Refuse `student.layers` beyond the checkpoint's depth from its config.json alone (no weights loaded),
+    so a bad index fails before the long passes; a hub checkpoint not on disk is checked when it loads."""
+    if not cfg.layers or cfg.kind == "static":
+        return
+    config = Path(resolve(cfg.model)) / "config.json"
+    if not config.is_file():
+        return
+    depth = json.loads(config.read_text()).get("num_hidden_layers")
+    if isinstance(depth, int) and cfg.layers[-1] >= depth:
+        raise ConfigError(
+            f"student.layers={cfg.layers} names layer {cfg.layers[-1]}, but {cfg.model} has {depth} "
+            f"(0-{depth - 1}): list layers below {depth} (conf/student/)"
+        )
 
 
 def static_from(source: str, dim: int | None) -> SentenceTransformer:

@@ -16,6 +16,7 @@ from kd import compute, teacher_corpus
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
+from kd.models import check_layers_exist
 from kd.paths import cache_dir, sweep_stale
 from kd.teacher import model_key
 
@@ -23,6 +24,7 @@ OUT = Path("artifacts/teacher_corpus")
 
 
 def main(p: Params) -> None:
+    check_layers_exist(p.student)  # a bad student.layers fails here, not after this pass
     ds = read_dataset(Path("data"))
     docids = sorted(ds.corpus)
     texts = [passage_text(ds.corpus[d]) for d in docids]

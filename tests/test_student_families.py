@@ -214,3 +214,11 @@ def test_asymmetric_static_pipeline_end_to_end(tmp_path_factory):
         assert ready["student"]["max_seq_length"] == 0  # a static model reads whole texts
         hits = client.post("/search", json={"query": "how do I open a file", "k": 3}).json()
         assert len(hits["results"]) == 3
+
+
+def test_layers_beyond_the_checkpoint_fail_before_the_long_passes():
+    from kd.models import check_layers_exist
+
+    check_layers_exist(ModelConfig(model="minilm", layers=[0, 5]))  # in range: nothing to say
+    with pytest.raises(ConfigError, match=r"student\.layers=\[0, 9\] names layer 9, but minilm has 6"):
+        check_layers_exist(ModelConfig(model="minilm", layers=[0, 9]))

@@ -230,6 +230,7 @@ def main() -> None:
     ap.add_argument("--costs", action="store_true", help="measure the cost table only (no training runs)")
     ap.add_argument("--threads", type=int, default=1, help="query-encode threads (service.threads)")
     ap.add_argument("--report", action="store_true", help="only rewrite frontier.md and the plot CSV")
+    ap.add_argument("--out", type=Path, default=OUT, help="CSV the quality rows go to (e.g. a pilot's own file)")
     args = ap.parse_args()
     OUT.parent.mkdir(parents=True, exist_ok=True)
     if args.costs:
@@ -243,7 +244,7 @@ def main() -> None:
             for seed in args.seeds:  # seed-major within a corpus: an interrupted sweep compares points on equal seeds
                 for point in args.only:
                     rows = run_point(point, data, seed, args.set)
-                    append_rows(OUT, FIELDS, rows)
+                    append_rows(args.out, FIELDS, rows)
                     print(rows, flush=True)
     print(report())
 

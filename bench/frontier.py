@@ -91,14 +91,14 @@ def run_point(point: str, data: str, seed: int, extra: list[str]) -> list[dict[s
 def flops_per_token(model: Any) -> float:
     """Multiply-adds x 2 per input token of the encoder, excluding attention's length-dependent part.
 
-    A transformer spends ~2 FLOPs per weight per token outside the embedding lookup; a static model
-    adds one table row per token (its width) and nothing else.
+    A transformer spends ~2 FLOPs per weight per token outside the embedding lookup (and the unused
+    pooler head); a static model adds one table row per token (its width) and nothing else.
     """
     first = model[0]
     hf = getattr(first, "auto_model", None)
     if hf is None:  # StaticEmbedding: a lookup and a running sum
         return float(first.get_embedding_dimension() if hasattr(first, "get_embedding_dimension") else 0)
-    return 2.0 * sum(p.numel() for n, p in hf.named_parameters() if not n.startswith("embeddings"))
+    return 2.0 * sum(p.numel() for n, p in hf.named_parameters() if not n.startswith(("embeddings", "pooler")))
 
 
 def measure_costs(points: list[str], threads: int, n_passages: int = 256) -> list[dict[str, Any]]:
@@ -107,6 +107,7 @@ def measure_costs(points: list[str], threads: int, n_passages: int = 256) -> lis
     from kd.compose import compose
     from kd.config import params_from_dict
     from kd.data.io import passage_text, read_dataset
+    from kd.model_store import resolve
     from kd.models import encode, initial_student
     from kd.runtime import available_cores, configure_threads
     from kd.teacher import BiEncoderTeacher, load_teacher
@@ -138,6 +139,12 @@ def measure_costs(points: list[str], threads: int, n_passages: int = 256) -> lis
                  "query_p90_ms": round(t_lat["p90_ms"], 3), "corpus_passages_per_s": round(t_rate, 1),
                  "corpus_encoder": "teacher", "params_m": round(sum(p.numel() for p in t_model.parameters()) / 1e6, 1),
                  "flops_per_token_vs_teacher": 1.0, "threads": threads, "cpu": cpu})  # fmt: skip
+    # the teacher on the ONNX path too, so a transformer student served with ONNX meets it on the same backend
+    t_onnx = load_student(resolve(base.teacher.model), "onnx", base.teacher.max_seq_length, threads=threads)
+    configure_threads(threads)
+    t_lat = query_encode_ms(query_path(t_onnx, base.teacher.query_prefix), queries)
+    rows.append({**rows[0], "backend": "onnx", "query_p50_ms": round(t_lat["p50_ms"], 3),
+                 "query_p90_ms": round(t_lat["p90_ms"], 3)})  # fmt: skip
     seen: dict[str, tuple[dict[str, float], float, float, float, str]] = {}
     for point in points:
         p = params_from_dict(compose(POINTS[point]))
@@ -176,13 +183,14 @@ def report() -> str:
     from kd.atomic import atomic_path, write_text
 
     rows, costs = _read(OUT), _read(COSTS)
-    cost = {(c["student"], c["mode"]): c for c in costs}
-    teacher_cost = cost.get(("teacher", ""))
+    cost = {(c["student"], c["mode"]): c for c in costs if c["student"] != "teacher"}
+    teacher_by_backend = {c["backend"]: c for c in costs if c["student"] == "teacher"}
+    teacher_cost = teacher_by_backend.get("torch")
     groups: dict[tuple[str, str, str], list[dict[str, str]]] = defaultdict(list)
     for r in rows:
         groups[(r["point"], r["data"], r["split"])].append(r)
     md = ["| point | corpus | split | seeds | untrained | distilled (min-max) | teacher | distilled / teacher | "
-          "KD vs untrained p (max over seeds) | query p50 ms | x cheaper per query than the teacher |",
+          "KD vs untrained p (max over seeds) | query p50 ms | x cheaper per query than the teacher (same backend) |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     plot = []
     for (point, data, split), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
@@ -191,7 +199,8 @@ def report() -> str:
         te = float(np.mean([float(r["teacher"]) for r in rs]))
         c = cost.get((rs[0]["student"], rs[0]["mode"]))
         p50 = float(c["query_p50_ms"]) if c else math.nan
-        speed = float(teacher_cost["query_p50_ms"]) / p50 if c and teacher_cost else math.nan
+        same = teacher_by_backend.get(c["backend"]) if c else None  # the teacher on the student's backend
+        speed = float(same["query_p50_ms"]) / p50 if c and same else math.nan
         md.append(f"| {point} | {data} | {split} | {len(rs)} | {un:.4f} | {np.mean(kd):.4f} ({min(kd):.4f}-{max(kd):.4f}) | "
                   f"{te:.4f} | {np.mean(kd) / te:.1%} | {max(float(r['kd_vs_untrained_p']) for r in rs):.2g} | "
                   f"{p50:.3g} | {speed:.3g} |")  # fmt: skip

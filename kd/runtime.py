@@ -53,7 +53,7 @@ def use_bf16(dtype: str, flags: AbstractSet[str] | None = None) -> bool:
     """Whether PyTorch work for a model with this `dtype` setting runs in bfloat16.
 
     "auto": only where the CPU has native bf16 (Zen 4 / Sapphire Rapids and later): there, autocast
-    roughly halves encoding time (mpnet 5.7 -> 12.9 passages/s on the reference box, cosine to
+    roughly halves encoding time (mpnet 5.7 -> 12.9 passages/s on a 2-core AMD EPYC with avx512_bf16, cosine to
     float32 >= 0.9999); elsewhere bf16 is emulated and slower, so float32.
     """
     if dtype == "auto":
@@ -116,7 +116,7 @@ class ThreadSettings:
 def configure_threads(n: int | None = None, faiss_threads: int | None = None) -> ThreadSettings:
     """Set the thread pools of torch, FAISS and (for sessions created later) ONNX Runtime.
 
-    Default `n`: every available core (2 on the reference box). That is right for bulk encoding and,
+    Default `n`: every available core (2 on the machines measured here). That is right for bulk encoding and,
     on a quiet box, for serving too (the ONNX service at 2 threads: HTTP p50 5.9 vs 7.2 ms at 1 thread).
     Under CPU contention fewer threads can win: a batch-1 torch query took ~10x longer at 2 threads
     than at 1 on the loaded 2-core box (OpenMP threads wait on a descheduled peer), ONNX Runtime ~1.3x

@@ -201,7 +201,7 @@ def train(
     """Fit `model` in place; return curves. Keeps the best epoch by dev nDCG@10 (pool).
 
     `bf16`: mixed precision (autocast to bfloat16; weights and optimizer stay float32), for CPUs with
-    native bf16 (`kd.runtime.use_bf16`); on the reference box it was barely faster and scored lower.
+    native bf16 (`kd.runtime.use_bf16`); on a 2-core AMD EPYC with avx512_bf16 it was barely faster and scored lower.
     `projection`: the student->teacher map that `loss.embed` trains alongside (see `fit_projection`).
     `cfg.workers` > 1: data-parallel on Ray Train (`train_on_ray`), on the cluster `compute` names.
     `teacher_passages`: group size, when the rows carry the teacher's passage embeddings instead of

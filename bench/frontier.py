@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
 import time
@@ -65,7 +66,8 @@ def run_point(point: str, data: str, seed: int, extra: list[str]) -> list[dict[s
     """One `dvc exp run` of the pipeline; its metrics.json as one row per split."""
     overrides = [*POINTS[point], f"data={data}", f"train.seed={seed}", *extra]
     started = time.perf_counter()
-    dvc_exp_run(f"fr-{point}-{data.split('_')[0]}-s{seed}", overrides)
+    tag = hashlib.sha1(" ".join(extra).encode()).hexdigest()[:6] if extra else "base"  # --set runs get names of their own
+    dvc_exp_run(f"fr-{point}-{data.split('_')[0]}-s{seed}-{tag}", overrides)
     wall = round(time.perf_counter() - started, 1)
     m = json.loads(Path("metrics.json").read_text())
     rows = []

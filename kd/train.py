@@ -293,7 +293,16 @@ def _fit(
         dataloader_num_workers=0,
         save_only_model=True,
     )
-    trainer = SentenceTransformerTrainer(
+    class SeededTrainer(SentenceTransformerTrainer):  # type: ignore[misc]
+        """The batch order follows the training seed: sentence-transformers' trainer builds a plain dataset's
+        batch sampler with its default seed 0, so every `train.seed` saw the same batches and only dropout
+        differed (a model without dropout, such as a static table, trained identically)."""
+
+        def get_batch_sampler(self, *args: Any, **kwargs: Any) -> Any:
+            kwargs["seed"] = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return super().get_batch_sampler(*args, **kwargs)
+
+    trainer = SeededTrainer(
         model=model,
         args=args,
         train_dataset=HFDataset.from_dict(rows),

@@ -260,3 +260,35 @@ def test_dev_evaluator_scores_at_the_served_length_and_restores_the_training_one
     assert model.max_seq_length == 8 and seen and set(seen) == {128}
     # at 8 tokens both passages are the same filler: the run is a tie, not both at rank 1
     assert short(model)["dev_cosine_mrr@10"] < 1.0
+
+
+
+def test_the_batch_order_follows_the_training_seed(tmp_path):
+    """A model without dropout (a static table) trained with two seeds must differ: the trainer's batch sampler
+    defaulted to seed 0 for every `train.seed`, so such a model trained identically whatever the seed."""
+    from sentence_transformers.evaluation import SentenceEvaluator
+
+    from kd.models import initial_student
+    from kd.train import VAL_METRIC
+
+    class Flat(SentenceEvaluator):  # type: ignore[misc]
+        primary_metric = VAL_METRIC
+
+        def __call__(self, model, *args, **kwargs):  # noqa: ANN001
+            return {VAL_METRIC: 0.0}
+
+    static = ModelConfig(model="minilm", kind="static", backend="torch", corpus_backend="torch")
+    rng = np.random.default_rng(0)
+    n, g, d = 48, 2, 384
+    t = rng.normal(size=(n, 1 + g, d)).astype(np.float32)
+    t /= np.linalg.norm(t, axis=-1, keepdims=True)
+    rows = {"query": [f"how do I use feature {i} of module {i % 7}" for i in range(n)],
+            "label": [[0.9, 0.1, *t[i].ravel().tolist()] for i in range(n)]}  # fmt: skip
+    weights = []
+    for seed in (1, 2):
+        model = load_bi_encoder(initial_student(static))
+        cfg = TrainConfig(epochs=1, batch_size=8, learning_rate=1e-2, interpolate=1.0)
+        train(model, rows, Flat(), LossConfig(embed=1.0), cfg, seed,
+              tmp_path / str(seed), teacher_passages=g)  # fmt: skip
+        weights.append(model[0].embedding.weight.detach().clone())
+    assert not torch.equal(weights[0], weights[1])

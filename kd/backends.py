@@ -110,6 +110,11 @@ class OnnxQueryEncoder:
 
     @classmethod
     def from_model(cls, model: SentenceTransformer) -> OnnxQueryEncoder | None:
+        """The fast path for `model`, or None where it would not give `encode`'s numbers exactly.
+
+        It applies to an ONNX-backed model with a fast tokenizer whose modules are the transformer, mean
+        pooling and optionally Normalize; inputs are truncated at `model.max_seq_length` (512 if unset).
+        """
         from sentence_transformers.models import Normalize, Pooling
 
         modules = list(model)

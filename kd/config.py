@@ -122,6 +122,8 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class BM25Config:
+    """BM25 retrieval: term saturation `k1`, length normalisation `b`, hits per query `depth`, threads."""
+
     k1: float = 0.9
     b: float = 0.4
     depth: int = 100
@@ -133,6 +135,8 @@ MINING_SOURCES = ("bm25", "dense", "teacher")  # dense: the untrained student (s
 
 @dataclass(frozen=True)
 class MiningConfig:
+    """Hard-negative mining: candidates per source, negatives per query, false-negative filters, pseudo queries."""
+
     depth: int = 6
     num_negatives: int = 3
     sources: list[str] = field(default_factory=lambda: ["bm25"])  # bm25 | dense (the untrained student)
@@ -146,6 +150,8 @@ class MiningConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
+    """Weights and temperatures of the losses summed by `kd.losses.combined` (a weight of 0 drops the term)."""
+
     margin_mse: float = 0.6
     listwise_kl: float = 0.2
     in_batch: float = 0.2
@@ -159,6 +165,8 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Student training: optimiser schedule, sequence length, precision, seed, workers and WiSE-FT interpolation."""
+
     epochs: int = 1
     batch_size: int = 16
     learning_rate: float = 2e-4
@@ -173,11 +181,14 @@ class TrainConfig:
     interpolate_grid: list[float] = field(default_factory=list)  # also score these mixes on the dev pool (a curve)
 
     def seed_or(self, default: int) -> int:
+        """Training's seed: `seed` when set, else `default` (the top-level seed)."""
         return default if self.seed is None else self.seed
 
 
 @dataclass(frozen=True)
 class IndexConfig:
+    """The FAISS index: whose passage vectors it holds, its type (hnsw | ivfpq | flat) and that type's parameters."""
+
     passages: str = "student"  # student: the student encodes the corpus (symmetric); teacher: the teacher's matrix (asymmetric)
     type: str = "hnsw"  # hnsw | ivfpq | flat
     M: int = 32
@@ -211,6 +222,8 @@ class ComputeConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """Evaluation: retrieval `depth`, teacher `rerank_depth`, and the student query backends compared."""
+
     depth: int = 100
     rerank_depth: int = 10
     backends: list[str] = field(default_factory=lambda: ["torch", "onnx", "onnx-int8"])
@@ -218,6 +231,8 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class ServiceConfig:
+    """The search service: address, request limits, threads, rerank admission, auth, rate limits, artifacts."""
+
     host: str = "127.0.0.1"
     port: int = 8000
     rerank: bool = True
@@ -245,6 +260,8 @@ class ServiceConfig:
 
 @dataclass(frozen=True)
 class Params:
+    """Every section of the pipeline's parameters (params.yaml), typed; see `params_from_dict` and `load_params`."""
+
     seed: int = 13
     data: DataConfig = field(default_factory=PythonDocsFaqData)
     # the roles' defaults are conf/teacher/mpnet.yaml and conf/student/minilm.yaml (tests/test_config.py)
@@ -266,6 +283,7 @@ class Params:
         out: dict[str, Any] = {}
 
         def walk(prefix: str, value: Any) -> None:
+            """Record `value` under `prefix`, descending into nested dataclasses."""
             if dataclasses.is_dataclass(value):
                 for f in dataclasses.fields(value):
                     walk(f"{prefix}{f.name}.", getattr(value, f.name))
@@ -450,6 +468,11 @@ def check_passages(p: Params) -> None:
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """The typed params read from the YAML file `path` (default params.yaml), checked by `params_from_dict`.
+
+    Raises:
+        ConfigError: the file is missing, is not valid YAML, or its params fail the checks.
+    """
     path = Path(path)
     if not path.exists():
         raise ConfigError(

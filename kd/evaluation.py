@@ -77,9 +77,11 @@ def gap_intervals(
     kd, teacher, base = (np.array([pq[s].get(q, 0.0) for q in qids]) for s in ("kd", "teacher", "untrained"))
 
     def ratio(k: np.ndarray, t: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        """Student over teacher: mean(k) / mean(t) along `axis` (`b`, the untrained student, unused)."""
         return np.asarray(k.mean(axis) / t.mean(axis))
 
     def closed(k: np.ndarray, t: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+        """Gap closed: (mean(k) - mean(b)) / (mean(t) - mean(b)) along `axis`."""
         return np.asarray((k.mean(axis) - b.mean(axis)) / (t.mean(axis) - b.mean(axis)))
 
     out: dict[str, list[float]] = {}
@@ -99,6 +101,14 @@ def gap_intervals(
 
 
 def markdown_table(rows: dict[str, dict[str, float]], columns: list[str]) -> str:
+    """A Markdown table with one row per system and its `columns` values to 4 decimals.
+
+    Example:
+        >>> print(markdown_table({"kd": {"nDCG@10": 0.5}}, ["nDCG@10"]), end="")
+        | system | nDCG@10 |
+        |---|---|
+        | kd | 0.5000 |
+    """
     lines = ["| system | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for system, values in rows.items():
         lines.append(f"| {system} | " + " | ".join(f"{values[c]:.4f}" for c in columns) + " |")

@@ -109,6 +109,17 @@ def bytes_per_vector(index: faiss.Index) -> float:
 
 
 def search(index: faiss.Index, query_emb: np.ndarray, docids: list[str], k: int) -> list[list[tuple[str, float]]]:
+    """Top-`k` passages of each query by inner product (cosine for normalised vectors).
+
+    Args:
+        index: the FAISS index; row r is `docids[r]`.
+        query_emb: [n, D] query embeddings.
+        docids: passage id of each index row.
+        k: hits per query (at most the index size).
+
+    Returns:
+        For each query, its (docid, score) hits best first; rows FAISS leaves empty (-1) are dropped.
+    """
     if len(query_emb) == 0:
         return []
     scores, rows = index.search(np.ascontiguousarray(query_emb, dtype=np.float32), min(k, index.ntotal))
@@ -119,10 +130,20 @@ def search(index: faiss.Index, query_emb: np.ndarray, docids: list[str], k: int)
 
 
 def to_run(qids: list[str], hits: list[list[tuple[str, float]]]) -> Run:
+    """A run (qid -> docid -> score) from `search`'s hits, `hits[i]` being the hits of `qids[i]`."""
     return {q: dict(h) for q, h in zip(qids, hits)}
 
 
 def save(out_dir: Path, index: faiss.Index, docids: list[str], corpus: Corpus, meta: dict[str, Any]) -> None:
+    """Write an index folder atomically (faiss.index, docids.json, passages.jsonl in row order, meta.json).
+
+    Args:
+        out_dir: the folder to (re)place.
+        index: the FAISS index; row r is `docids[r]`.
+        docids: passage id of each row.
+        corpus: docid -> {"title", "text"}, the passages written to passages.jsonl.
+        meta: provenance written to meta.json.
+    """
     with atomic_dir(out_dir) as tmp:
         faiss.write_index(index, str(tmp / "faiss.index"))
         (tmp / "docids.json").write_text(json.dumps(docids))
@@ -134,6 +155,8 @@ def save(out_dir: Path, index: faiss.Index, docids: list[str], corpus: Corpus, m
 
 @dataclass
 class LoadedIndex:
+    """An index folder in memory (`load`): the FAISS index, row -> docid, row -> passage, and meta.json."""
+
     index: faiss.Index
     docids: list[str]
     passages: list[dict[str, str]]

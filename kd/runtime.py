@@ -107,6 +107,9 @@ def available_cores() -> int:
 
 @dataclass(frozen=True)
 class ThreadSettings:
+    """The thread counts `configure_threads` set: torch intra-op, torch inter-op (None where it could not be
+    set any more), FAISS OpenMP, and ONNX Runtime intra-op (for sessions created later)."""
+
     torch: int
     torch_interop: int | None
     faiss: int
@@ -117,9 +120,9 @@ def configure_threads(n: int | None = None, faiss_threads: int | None = None) ->
     """Set the thread pools of torch, FAISS and (for sessions created later) ONNX Runtime.
 
     Default `n`: every available core (2 on the machines measured here). That is right for bulk encoding and,
-    on a quiet box, for serving too (the ONNX service at 2 threads: HTTP p50 5.9 vs 7.2 ms at 1 thread).
+    on a quiet machine, for serving too (the ONNX service at 2 threads: HTTP p50 5.9 vs 7.2 ms at 1 thread).
     Under CPU contention fewer threads can win: a batch-1 torch query took ~10x longer at 2 threads
-    than at 1 on the loaded 2-core box (OpenMP threads wait on a descheduled peer), ONNX Runtime ~1.3x
+    than at 1 on the loaded 2-core machine (OpenMP threads wait on a descheduled peer), ONNX Runtime ~1.3x
     (bench/latency.py measures both). More threads than cores only adds contention. `faiss_threads` defaults to `n`; a
     single-query HNSW search runs on one thread whatever it is set to. torch's thread count is
     process-wide, so it also applies to a torch teacher in the same process.

@@ -51,7 +51,18 @@ class Teacher(Protocol):
 
     name: str
 
-    def score(self, queries: list[str], passages: list[str], progress: bool = False) -> np.ndarray: ...
+    def score(self, queries: list[str], passages: list[str], progress: bool = False) -> np.ndarray:
+        """The teacher's relevance score of each pair (`queries[i]`, `passages[i]`).
+
+        Args:
+            queries: n query texts.
+            passages: n passage texts, paired with `queries` by position.
+            progress: show a progress bar.
+
+        Returns:
+            [n] float32 scores.
+        """
+        ...
 
 
 class BiEncoderTeacher:
@@ -63,12 +74,24 @@ class BiEncoderTeacher:
         self.model = model or load_bi_encoder(cfg.model, cfg.max_seq_length)
 
     def encode_queries(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """[len(texts), D] L2-normalised float32 embeddings of `texts` as queries (`query_prefix` prepended)."""
         return encode(self.model, texts, self.cfg.query_prefix, self.cfg.batch_size, progress, self.cfg.dtype)
 
     def encode_passages(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """[len(texts), D] L2-normalised float32 embeddings of `texts` as passages (`passage_prefix` prepended)."""
         return encode(self.model, texts, self.cfg.passage_prefix, self.cfg.batch_size, progress, self.cfg.dtype)
 
     def score(self, queries: list[str], passages: list[str], progress: bool = False) -> np.ndarray:
+        """Cosine similarity of each pair (`queries[i]`, `passages[i]`), each distinct text encoded once.
+
+        Args:
+            queries: n query texts.
+            passages: n passage texts, paired with `queries` by position.
+            progress: show a progress bar while encoding the passages.
+
+        Returns:
+            [n] float32 cosines.
+        """
         uq = list(dict.fromkeys(queries))
         up = list(dict.fromkeys(passages))
         qe = self.encode_queries(uq)
@@ -93,6 +116,18 @@ class CrossEncoderTeacher:
         self.model = model or load_cross_encoder(cfg.model, cfg.max_seq_length)
 
     def score(self, queries: list[str], passages: list[str], progress: bool = False) -> np.ndarray:
+        """The cross-encoder's raw relevance logit of each pair (`queries[i]`, `passages[i]`), prefixes prepended.
+
+        A one-label model gives its logit; a model with several labels gives the last minus the first.
+
+        Args:
+            queries: n query texts.
+            passages: n passage texts, paired with `queries` by position.
+            progress: show a progress bar.
+
+        Returns:
+            [n] float32 scores.
+        """
         import torch
 
         pairs = [(self.cfg.query_prefix + q, self.cfg.passage_prefix + p) for q, p in zip(queries, passages)]
@@ -109,6 +144,11 @@ class CrossEncoderTeacher:
 
 
 def load_teacher(cfg: ModelConfig) -> BiEncoderTeacher | CrossEncoderTeacher:
+    """The teacher of kind `cfg.kind` (`bi_encoder` or `cross_encoder`), its model loaded.
+
+    Raises:
+        ModelLoadError: an unknown `teacher.kind`.
+    """
     if cfg.kind == "bi_encoder":
         return BiEncoderTeacher(cfg)
     if cfg.kind == "cross_encoder":
@@ -199,9 +239,14 @@ class VectorCache:
                 self.vectors.setdefault(str(k), v)
 
     def missing(self, texts: list[str]) -> list[str]:
+        """The distinct texts of `texts` (first-seen order) that have no cached vector yet."""
         return [t for t in dict.fromkeys(texts) if _key(t) not in self.vectors]
 
     def add(self, texts: list[str], vectors: np.ndarray) -> None:
+        """Save `vectors` ([len(texts), D], row i for `texts[i]`) as a new shard and keep them in memory.
+
+        A text that already has a vector keeps the old one.
+        """
         keys = [_key(t) for t in texts]
         name = f"shard-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.npz"
         with atomic_path(self.root / name) as tmp:
@@ -212,6 +257,7 @@ class VectorCache:
             self.vectors.setdefault(k, v)
 
     def get(self, texts: list[str]) -> np.ndarray:
+        """The cached vectors of `texts`, stacked: [len(texts), D] (KeyError for a text not cached)."""
         return np.stack([self.vectors[_key(t)] for t in texts])
 
     def fill(
@@ -253,6 +299,14 @@ class CachedTeacher:
                                self.chunk, "teacher queries")  # fmt: skip
 
     def score(self, queries: list[str], passages: list[str], progress: bool = True) -> np.ndarray:
+        """The teacher's score of each pair (`queries[i]`, `passages[i]`), computing only what the cache lacks.
+
+        A bi-encoder teacher's query and passage embeddings are cached per text and the score is their dot
+        product (cosine); a cross-encoder's scores are cached per pair.
+
+        Returns:
+            [n] float32 scores.
+        """
         t = self.teacher
         if isinstance(t, BiEncoderTeacher):
             q = self.query_vectors(queries)
@@ -262,6 +316,7 @@ class CachedTeacher:
         pairs = [f"{a}\x00{b}" for a, b in zip(queries, passages)]
 
         def compute(xs: list[str]) -> np.ndarray:
+            """Score the `query\\x00passage` keys `xs` with the cross-encoder: [len(xs), 1]."""
             qs, ps = zip(*(x.split("\x00", 1) for x in xs))
             return t.score(list(qs), list(ps)).reshape(-1, 1)
 
@@ -269,7 +324,11 @@ class CachedTeacher:
 
 
 class PairScorer(Protocol):
-    def score(self, queries: list[str], passages: list[str], progress: bool = True) -> np.ndarray: ...
+    """Anything that scores (query, passage) pairs like `CachedTeacher.score`."""
+
+    def score(self, queries: list[str], passages: list[str], progress: bool = True) -> np.ndarray:
+        """The score of each pair (`queries[i]`, `passages[i]`): [n] float32."""
+        ...
 
 
 def group_fingerprint(groups: pd.DataFrame, query_text: dict[str, str], doc_text: dict[str, str], salt: str) -> str:

@@ -42,6 +42,14 @@ def fingerprint(docids: list[str], texts: list[str], model_key: str) -> str:
 
 
 def write(out_dir: Path, docids: list[str], emb: np.ndarray, meta: dict[str, Any]) -> None:
+    """Write the view to `out_dir` atomically: the matrix as float16, the docids, and `meta` plus count and dim.
+
+    Args:
+        out_dir: the folder to (re)place.
+        docids: the N corpus ids, in row order.
+        emb: [N, D] passage embeddings (row i is `docids[i]`).
+        meta: model, model_key, fingerprint and the like, kept in meta.json.
+    """
     with atomic_dir(out_dir) as tmp:
         np.save(tmp / EMBEDDINGS, emb.astype(np.float16))
         (tmp / DOCIDS).write_text(json.dumps(docids))
@@ -50,16 +58,20 @@ def write(out_dir: Path, docids: list[str], emb: np.ndarray, meta: dict[str, Any
 
 @dataclass
 class TeacherCorpus:
+    """The loaded view: docids, the [N, D] float32 normalised passage matrix (row i is `docids[i]`) and its meta."""
+
     docids: list[str]
     emb: np.ndarray  # float32 [N, D], normalised
     meta: dict[str, Any]
 
     def rows(self, ids: list[str]) -> np.ndarray:
+        """The [len(ids), D] embeddings of the passages `ids`, in that order (KeyError for an unknown id)."""
         pos = self.positions
         return self.emb[[pos[d] for d in ids]]
 
     @property
     def positions(self) -> dict[str, int]:
+        """docid -> row index, built on first use."""
         if not hasattr(self, "_positions"):
             self._positions = {d: i for i, d in enumerate(self.docids)}
         return self._positions

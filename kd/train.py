@@ -54,6 +54,17 @@ class DistillLoss(nn.Module):
         self.components: dict[str, list[float]] = {}
 
     def forward(self, sentence_features: Iterable[dict[str, torch.Tensor]], labels: torch.Tensor) -> torch.Tensor:
+        """The weighted distillation loss of one batch (`kd.losses.combined`); records each component.
+
+        Args:
+            sentence_features: tokenised inputs, the queries first, then one entry per passage column
+                (none when `teacher_passages` is set: the teacher's passage embeddings stand in).
+            labels: [B, G] teacher scores, or [B, G + (1 + G) * T] with the teacher's query and G passage
+                embeddings (width T) flattened after them (`training_rows`).
+
+        Returns:
+            The scalar total loss.
+        """
         embs = [F.normalize(self.model(f)["sentence_embedding"], dim=-1) for f in sentence_features]
         q = embs[0]
         g = self.teacher_passages or len(embs) - 1
@@ -175,6 +186,7 @@ class Curves:
     mixes: list[dict[str, float]] = field(default_factory=list)  # dev score per WiSE-FT mix (`wise_ft`)
 
     def write(self, out_dir: Path) -> None:
+        """Write loss.csv (steps), dev.csv (epochs), interpolate.csv (WiSE-FT mixes) under `out_dir`; skip empty ones."""
         for name, rows in (("loss.csv", self.steps), ("dev.csv", self.epochs), ("interpolate.csv", self.mixes)):
             if not rows:
                 continue
@@ -251,7 +263,10 @@ def _fit(
         on_metrics("dev_pool_ndcg_at_10", base[VAL_METRIC], 0)
 
     class Recorder(TrainerCallback):  # type: ignore[misc]
+        """Copies the loss components and the dev nDCG@10 into `curves` (and `on_metrics`) as the trainer logs."""
+
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            """At a loss log: append the mean loss components since the last log and the learning rate as a step row."""
             parts = loss.drain()
             if parts and logs and "loss" in logs:
                 row = {"step": state.global_step, "epoch": round(state.epoch or 0, 3), **parts,
@@ -262,6 +277,7 @@ def _fit(
                         on_metrics(f"loss_{k}", v, state.global_step)
 
         def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kw: Any) -> None:
+            """After an evaluation: append the epoch's dev-pool nDCG@10, when the metrics hold it."""
             value = (metrics or {}).get(f"eval_{VAL_METRIC}")
             if value is not None:
                 epoch = round(state.epoch or 0)
@@ -299,6 +315,7 @@ def _fit(
         differed (a model without dropout, such as a static table, trained identically)."""
 
         def get_batch_sampler(self, *args: Any, **kwargs: Any) -> Any:
+            """The parent's batch sampler, seeded with `data_seed` (else `seed`) instead of 0."""
             kwargs["seed"] = self.args.data_seed if self.args.data_seed is not None else self.args.seed
             return super().get_batch_sampler(*args, **kwargs)
 
@@ -350,6 +367,7 @@ def train_on_ray(
     out = work_dir.resolve() / "ddp"
 
     def loop(_: dict[str, Any]) -> None:  # runs in every worker, on a copy of the closure
+        """One worker's training; rank 0 then saves the model, the curves and the projection under `out`."""
         import ray.train
 
         curves = job(out / "trainer", None, use_cpu=not use_gpu)
@@ -406,6 +424,11 @@ def interpolate_weights(
 
 
 def check_mixes(alpha: float, grid: Iterable[float]) -> None:
+    """Check that the WiSE-FT mix `alpha` and every mix of `grid` lie in [0, 1].
+
+    Raises:
+        ConfigError: naming `train.interpolate` or `train.interpolate_grid`.
+    """
     for key, values in (("train.interpolate", [alpha]), ("train.interpolate_grid", list(grid))):
         if any(not 0.0 <= a <= 1.0 for a in values):
             raise ConfigError(f"{key}={values} must lie in [0, 1] (1 = the trained weights, 0 = the untrained ones)")
@@ -447,6 +470,8 @@ def dev_evaluator(
     from sentence_transformers.util import cos_sim
 
     class AtServedLength(InformationRetrievalEvaluator):  # type: ignore[misc]
+        """sentence-transformers' IR evaluator at the served `student.max_seq_length` (training length restored after)."""
+
         def __call__(self, model: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
             trained_at = model.max_seq_length
             set_max_length(model, student.max_seq_length)
@@ -494,6 +519,8 @@ def teacher_index_evaluator(
     qids = sorted(q for q in queries if any(r > 0 for r in qrels.get(q, {}).values()))
 
     class TeacherIndex(SentenceEvaluator):  # type: ignore[misc]
+        """Encodes the dev queries at the served length and scores exact top-10 search of `view` by nDCG@10."""
+
         def __init__(self) -> None:
             super().__init__()
             self.primary_metric = VAL_METRIC

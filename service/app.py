@@ -147,7 +147,7 @@ class Runner:
     """Two thread pools: plain work (search, encode) and reranks; reranks beyond the cap get 503 at once.
 
     Rerank threads are their own (never returned to the shared pool) and run at `service.rerank_nice`,
-    so on a box with few cores the scheduler gives plain searches the CPU first and a rerank takes
+    so on a machine with few cores the scheduler gives plain searches the CPU first and a rerank takes
     what is left: plain latency holds under rerank load, and reranks slow down instead.
     """
 

@@ -39,7 +39,7 @@ from kd.config import COMPUTE_BACKENDS, ComputeConfig, ModelConfig
 from kd.errors import ArtifactError, ConfigError, KDError
 from kd.model_store import model_fingerprint, resolve
 from kd.models import encode, initial_student
-from kd.runtime import use_bf16
+from kd.runtime import corpus_backend_for, use_bf16
 from kd.teacher import BiEncoderTeacher, load_teacher
 
 log = logging.getLogger(__name__)
@@ -91,11 +91,16 @@ class ModelSpec:
         """The teacher of `cfg` (the `teacher` section); `text` as for `student`."""
         return cls(cfg, "teacher", None, text)
 
+    def corpus_backend(self) -> str:
+        """The backend this spec's passes run on here (`corpus_backend` with `auto` resolved for this CPU)."""
+        return corpus_backend_for(self.cfg.corpus_backend, self.cfg.kind == "static")
+
     def key(self) -> str:
         """Everything that changes the numbers: the config and the model folder's content."""
         path = Path(resolve(self.model_dir or self.cfg.model))
         content = model_fingerprint(path) if path.is_dir() else "hub:" + str(path)
-        fields = json.dumps({**dataclasses.asdict(self), "cfg": changed_fields(self.cfg)}, sort_keys=True)
+        cfg = dataclasses.replace(self.cfg, corpus_backend=self.corpus_backend())  # `auto` as it runs here
+        fields = json.dumps({**dataclasses.asdict(self), "cfg": changed_fields(cfg)}, sort_keys=True)
         bf16 = "bfloat16" if use_bf16(self.cfg.dtype) else "float32"
         return hashlib.sha1(f"{fields}\x1f{content}\x1f{bf16}".encode()).hexdigest()[:16]
 
@@ -151,9 +156,11 @@ class ShardRunner:
 
     def _load(self) -> None:
         spec, cfg = self.spec, self.spec.cfg
-        if spec.role == "student":
-            model = load_student(spec.model_dir or cfg.model, cfg.corpus_backend, cfg.max_seq_length)
-            prefix = cfg.query_prefix if spec.text == "query" else cfg.passage_prefix
+        prefix = cfg.query_prefix if spec.text == "query" else cfg.passage_prefix
+        backend = spec.corpus_backend()
+        onnx_pass = spec.role == "teacher" and backend != "torch" and spec.text == "passage" and self.op == "encode"
+        if spec.role == "student" or onnx_pass:  # a bi-encoder teacher's corpus pass runs like a student's
+            model = load_student(spec.model_dir or cfg.model, backend, cfg.max_seq_length)
             self._encode = lambda texts: encode(model, texts, prefix, cfg.batch_size, dtype=cfg.dtype)
             return
         teacher = load_teacher(cfg)

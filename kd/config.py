@@ -35,6 +35,21 @@ def check_backend(backend: str, key: str = "student.backend") -> Backend:
     return backend  # type: ignore[return-value]
 
 
+CORPUS_BACKENDS: Final[tuple[str, ...]] = ("auto", *BACKENDS)
+
+
+def check_corpus_backend(value: str, key: str) -> str:
+    """`value` if it can encode a corpus (`auto` or a backend), else a ConfigError naming `key`.
+
+    `auto` resolves per CPU (`kd.runtime.corpus_backend_for`): torch where bf16 is native, int8 elsewhere.
+    """
+    if value not in CORPUS_BACKENDS:
+        raise ConfigError(
+            f"{key}={value!r} is unknown: use one of {', '.join(CORPUS_BACKENDS)} (conf/, or -S {key}=onnx-int8)"
+        )
+    return value
+
+
 DTYPES: Final[tuple[str, ...]] = ("auto", "bfloat16", "float32")
 
 
@@ -110,7 +125,7 @@ class ModelConfig:
     chunk_groups: int = 64  # teacher only: groups per kept chunk of the resumable teacher stage
     corpus_chunk: int = 512  # teacher only: passages per kept chunk of the resumable teacher_corpus stage
     backend: str = "torch"  # student only: query encoder (service, eval): torch | onnx | onnx-int8
-    corpus_backend: str = "torch"  # student only: what encodes the corpus (stages baseline, index)
+    corpus_backend: str = "torch"  # bulk corpus passes (student: baseline, index; teacher: teacher_corpus): auto | torch | onnx | onnx-int8
     dtype: str = "float32"  # PyTorch inference (encoding): auto (bf16 where the CPU has it natively) | bfloat16 | float32
     score_norm: str = "none"  # teacher only: none | standardize (each group's scores to mean 0, std score_scale)
     score_scale: float = 0.1  # teacher only: the per-group std of standardised scores (a student's cosine spread)
@@ -351,7 +366,13 @@ def params_from_dict(raw: dict[str, Any]) -> Params:
     assert isinstance(params, Params)
 
     check_backend(params.student.backend)  # ConfigError naming student.backend
-    check_backend(params.student.corpus_backend, "student.corpus_backend")
+    check_corpus_backend(params.student.corpus_backend, "student.corpus_backend")
+    check_corpus_backend(params.teacher.corpus_backend, "teacher.corpus_backend")
+    if params.teacher.kind != "bi_encoder" and params.teacher.corpus_backend not in ("auto", "torch"):
+        raise ConfigError(
+            f"teacher.corpus_backend={params.teacher.corpus_backend!r}: teacher.kind={params.teacher.kind} has no "
+            "corpus pass (it scores pairs); set teacher.corpus_backend to torch or auto (conf/teacher/)"
+        )
     check_dtype(params.student.dtype, "student.dtype")
     check_dtype(params.teacher.dtype, "teacher.dtype")
     check_dtype(params.train.dtype, "train.dtype")
@@ -419,10 +440,11 @@ def check_student_family(cfg: ModelConfig) -> None:
     if cfg.kind == "static":
         if cfg.layers is not None:
             raise ConfigError("student.layers applies to transformer students; a static student has none: set it to null")
-        if cfg.backend != "torch" or cfg.corpus_backend != "torch":
+        if cfg.backend != "torch" or cfg.corpus_backend not in ("torch", "auto"):
             raise ConfigError(
                 f"student.backend={cfg.backend!r} / student.corpus_backend={cfg.corpus_backend!r}: a static student "
-                "is an embedding lookup with no ONNX export; set both to torch (conf/student/static.yaml)"
+                "is an embedding lookup with no ONNX export (nothing to quantize); set both to torch "
+                "(conf/student/static.yaml)"
             )
     elif cfg.dim is not None:
         raise ConfigError(f"student.dim={cfg.dim} applies to static students only (student.kind=static): set it to null")

@@ -25,7 +25,7 @@ from kd.data.io import Corpus, passage_text, read_jsonl
 from kd.errors import ArtifactError, ConfigError
 from kd.metrics import Run
 from kd.models import encode
-from kd.teacher import model_key
+from kd.teacher import corpus_key
 
 
 def build(emb: np.ndarray, cfg: IndexConfig, seed: int = 13) -> faiss.Index:
@@ -223,6 +223,6 @@ def teacher_passages(corpus_dir: Path, teacher: ModelConfig, docids: list[str], 
     fix is `dvc repro teacher_corpus`) and one whose width is not the student's (`teacher_corpus.for_student`).
     `docids`/`texts`: the corpus in row order (sorted ids), as the stage wrote it.
     """
-    expect = teacher_corpus.fingerprint(docids, texts, model_key(teacher))
+    expect = teacher_corpus.fingerprint(docids, texts, corpus_key(teacher))
     view = teacher_corpus.load(corpus_dir, expect_fingerprint=expect, expect_docids=docids)
     return teacher_corpus.for_student(view, student_dim)

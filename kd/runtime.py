@@ -61,9 +61,24 @@ def use_bf16(dtype: str, flags: AbstractSet[str] | None = None) -> bool:
     return dtype == "bfloat16"
 
 
+def corpus_backend_for(value: str, static: bool = False, flags: AbstractSet[str] | None = None) -> str:
+    """The backend a `corpus_backend` setting runs on this CPU.
+
+    `auto`: torch where the CPU has native bf16 (with `dtype: auto` it runs bf16 autocast), else
+    `onnx-int8` (ONNX Runtime dynamic quantization: int8 matrix products, which AVX2 runs natively);
+    a static student (`static`: an embedding lookup, nothing to quantize) always torch. Any other
+    value is returned as set.
+    """
+    if value != "auto":
+        return value
+    if static or BF16_FLAGS & (cpu_flags() if flags is None else flags):
+        return "torch"
+    return "onnx-int8"
+
+
 def corpus_encoder(p: Any) -> str:
     """How stages baseline/index encode the corpus, for metadata and tables: e.g. `torch (bfloat16)`."""
-    backend = str(p.student.corpus_backend)
+    backend = corpus_backend_for(str(p.student.corpus_backend), p.student.kind == "static")
     if backend != "torch":
         return backend
     return f"torch ({'bfloat16' if use_bf16(p.student.dtype) else 'float32'})"

@@ -33,7 +33,7 @@ from kd.errors import ConfigError, ModelLoadError
 from kd.model_store import model_fingerprint, resolve
 from kd.models import encode, load_bi_encoder, load_cross_encoder
 from kd.paths import STALE_AFTER_DAYS, sweep_stale
-from kd.runtime import autocast, package_versions, use_bf16
+from kd.runtime import autocast, corpus_backend_for, package_versions, use_bf16
 from kd.teacher_corpus import TeacherCorpus
 
 if TYPE_CHECKING:
@@ -156,6 +156,15 @@ def load_teacher(cfg: ModelConfig) -> BiEncoderTeacher | CrossEncoderTeacher:
     raise ModelLoadError(
         f"teacher.kind={cfg.kind!r} is unknown: use 'bi_encoder' or 'cross_encoder' (conf/teacher/)"
     )
+
+
+def corpus_key(cfg: ModelConfig) -> str:
+    """`model_key` of the teacher's corpus pass (stage `teacher_corpus`): the backend that encodes it
+    (`teacher.corpus_backend`, `auto` resolved on this CPU) joins the key when it is not torch, so an
+    int8 matrix never stands in for a float one."""
+    backend = corpus_backend_for(cfg.corpus_backend)
+    key = model_key(cfg)
+    return key if backend == "torch" else hashlib.sha1(f"{key}\x1f{backend}".encode()).hexdigest()[:16]
 
 
 def model_key(cfg: ModelConfig) -> str:

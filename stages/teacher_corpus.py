@@ -18,7 +18,8 @@ from kd.config import Params
 from kd.data.io import passage_text, read_dataset
 from kd.models import check_layers_exist
 from kd.paths import cache_dir, sweep_stale
-from kd.teacher import model_key
+from kd.runtime import corpus_backend_for
+from kd.teacher import corpus_key
 
 OUT = Path("artifacts/teacher_corpus")
 
@@ -28,8 +29,9 @@ def main(p: Params) -> None:
     ds = read_dataset(Path("data"))
     docids = sorted(ds.corpus)
     texts = [passage_text(ds.corpus[d]) for d in docids]
-    key = model_key(p.teacher)
+    key = corpus_key(p.teacher)  # the backend joins the key when it is not torch (an int8 matrix is its own)
     meta = {"model": p.teacher.model, "kind": p.teacher.kind, "model_key": key,
+            "corpus_backend": corpus_backend_for(p.teacher.corpus_backend),
             "fingerprint": teacher_corpus.fingerprint(docids, texts, key)}  # fmt: skip
     compute.check(p.compute)
     if p.teacher.kind != "bi_encoder":
@@ -41,7 +43,7 @@ def main(p: Params) -> None:
     shards = dataclasses.replace(p.compute, batch_size=p.teacher.corpus_chunk)  # a shard: one kept chunk
     emb = compute.encode_texts(texts, compute.ModelSpec.teacher(p.teacher), shards, chunk_dir, store_dtype=np.float16)
     teacher_corpus.write(OUT, docids, emb, meta)
-    logging.info("%d passages encoded by %s (dim %d)", len(docids), p.teacher.model, emb.shape[1])
+    logging.info("%d passages encoded by %s on %s (dim %d)", len(docids), p.teacher.model, meta["corpus_backend"], emb.shape[1])
 
 
 if __name__ == "__main__":

@@ -18,13 +18,13 @@ def test_params_yaml_is_the_composition_of_conf():
     assert compose() == committed
     # the typed view reads every key, and every field is set explicitly in conf/, so nothing
     # silently falls back to a dataclass default (bar ModelConfig's role-specific fields: the
-    # student has no kind/chunk_groups, the teacher no backend/corpus_backend)
+    # student has no kind/chunk_groups, the teacher no backend)
     flat, raw = params_from_dict(committed).flat(), _flatten(committed)
     assert {k: flat[k] for k in raw} == raw
     assert "student.kind" in set(flat) - set(raw)
     # one set of defaults: the dataclasses (what bench scripts and the service's Settings() get) equal conf/
     assert params_from_dict(committed) == Params()
-    role_specific = {"student.kind", "student.chunk_groups", "teacher.backend", "teacher.corpus_backend"}
+    role_specific = {"student.kind", "student.chunk_groups", "teacher.backend"}
     role_specific |= {f"student.{k}" for k in ("corpus_chunk", "score_norm", "score_scale", "smoke_model", "dim")}
     role_specific |= {f"teacher.{k}" for k in ("layers", "dim", "learning_rate")}  # student-only keys
     role_specific |= {f"index.{k}" for k in ("nlist", "m", "nbits", "nprobe", "train_size", "add_batch")}  # ivfpq only
@@ -73,6 +73,9 @@ def test_unknown_key_is_named():
         ({"student": {"dtype": "float16"}}, "student.dtype"),
         ({"teacher": {"dtype": "bf16"}}, "teacher.dtype"),
         ({"student": {"corpus_backend": "tensorrt"}}, "student.corpus_backend"),
+        ({"teacher": {"corpus_backend": "int4"}}, "teacher.corpus_backend"),
+        ({"teacher": {"kind": "cross_encoder", "corpus_backend": "onnx-int8"}}, "teacher.corpus_backend"),
+        ({"student": {"backend": "auto"}}, "student.backend"),  # auto picks a corpus pass, not a query encoder
         ({"eval": {"backends": ["torch", "openvino"]}}, "eval.backends"),
     ],
 )

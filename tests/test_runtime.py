@@ -41,3 +41,10 @@ def test_use_bf16_follows_setting_and_cpu_flags() -> None:
     assert runtime.use_bf16("bfloat16", flags=set()) and not runtime.use_bf16("float32", flags={"avx512_bf16"})
     with pytest.raises(ConfigError, match=r"teacher\.dtype"):
         check_dtype("fp16", "teacher.dtype")
+
+
+def test_corpus_backend_auto_is_torch_with_bf16_else_int8() -> None:
+    assert runtime.corpus_backend_for("auto", flags={"avx512f", "avx512_bf16"}) == "torch"
+    assert runtime.corpus_backend_for("auto", flags={"avx2", "fma"}) == "onnx-int8"
+    assert runtime.corpus_backend_for("auto", static=True, flags={"avx2"}) == "torch"  # a lookup: nothing to quantize
+    assert runtime.corpus_backend_for("onnx", flags={"avx512_bf16"}) == "onnx"  # an explicit choice is kept

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from bench.common import append_rows, cpu_label, dvc_exp_run
+from kd import artifacts
 
 OUT = Path("bench/results/ablation.csv")
 FIELDS = ["variant", "seed", "target", "dev_ndcg@10", "dev_untrained_ndcg@10", "dev_mrr@10", "dev_gap_closed",
@@ -70,7 +71,7 @@ VARIANTS: dict[str, list[str]] = {
 
 def dev_numbers(target: str) -> dict[str, float]:
     if target == "train":
-        m = json.loads(Path("artifacts/train/metrics.json").read_text())
+        m = json.loads((artifacts.TRAIN / "metrics.json").read_text())
         saved = m.get("dev_pool_ndcg@10", m["best_dev_pool_ndcg@10"])  # the saved weights (after train.interpolate)
         return {"dev_ndcg@10": saved, "dev_untrained_ndcg@10": m["untrained_dev_pool_ndcg@10"]}
     dev = json.loads(Path("metrics.json").read_text())["dev"]
@@ -88,7 +89,7 @@ def run_variant(name: str, overrides: list[str], seed: int, target: str) -> dict
     row: dict[str, object] = {"variant": name, "seed": seed, "target": target, "cpu": cpu_label(),
                               "wall_s": round(time.perf_counter() - started, 1), "overrides": " ".join(overrides)}  # fmt: skip
     row.update({k: round(v, 4) for k, v in dev_numbers(target).items()})
-    curve = Path("artifacts/train/interpolate.csv")
+    curve = artifacts.TRAIN / "interpolate.csv"
     if curve.exists():
         with curve.open(newline="") as src:
             mixes = [{"variant": name, "seed": seed, "interpolate": r["interpolate"],

@@ -50,6 +50,7 @@ from bench.common import (  # noqa: E402
     setup_logging,
     write_results,
 )
+from kd import artifacts  # noqa: E402
 from kd.config import Params, check_backend, load_params  # noqa: E402
 from kd.data.io import read_queries  # noqa: E402
 from kd.errors import KDError  # noqa: E402
@@ -79,7 +80,7 @@ def engines(root: Path, params: Params, backends: list[str], rerank: bool) -> di
         check_backend(backend, "--backends")
         p = dataclasses.replace(params, student=dataclasses.replace(params.student, backend=backend))
         started = time.perf_counter()
-        settings = Settings(root / "artifacts/student", root / "artifacts/index", p, rerank=rerank and i == 0)
+        settings = Settings(root / artifacts.STUDENT, root / artifacts.INDEX, p, rerank=rerank and i == 0)
         engine = load_engine(settings)
         engine.warm_up()
         log.info("engine %-9s loaded in %.1f s (rerank: %s)", backend, time.perf_counter() - started,

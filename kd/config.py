@@ -17,6 +17,7 @@ import yaml
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
+from kd import artifacts
 from kd.errors import ConfigError
 
 Backend = Literal["torch", "onnx", "onnx-int8"]
@@ -270,7 +271,7 @@ class ServiceConfig:
     rate_limit_per_minute: int = 0  # per API key (per client address with auth none); 0 = off
     rate_limit_burst: int = 0  # bucket size; 0 = a tenth of a minute's allowance (at least 1)
     student_model: str | None = None  # null: the DVC folder artifacts/student; or models:/<name>@<alias>
-    teacher_corpus_dir: str = "artifacts/teacher_corpus"
+    teacher_corpus_dir: str = str(artifacts.TEACHER_CORPUS)  # the teacher matrix the rerank path reads
 
 
 @dataclass(frozen=True)

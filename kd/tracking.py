@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from kd import artifacts
 from kd.atomic import write_text
 from kd.config import Params
 from kd.paths import mlflow_uri, repo_root
@@ -80,7 +81,7 @@ VIEW_METRICS = (
     "test.untrained.nDCG_at_10", "test.teacher.nDCG_at_10", "final_best_dev_pool_ndcg_at_10",
 )  # fmt: skip
 VIEW_PARAMS = ("loss.margin_mse", "loss.listwise_kl", "loss.in_batch", "train.epochs", "seed")
-RUN_ID_FILE = Path("artifacts/train/mlflow_run.json")  # train writes it; evaluate logs into that run
+RUN_ID_FILE = artifacts.MLFLOW_RUN  # train writes it; evaluate logs into that run
 
 
 def view_state() -> str:

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kd import artifacts
 from kd.errors import ConfigError, KDError
 
 FALSE = {"0", "false", "no", "off"}
@@ -97,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params(args.params or Path(os.environ.get("KD_PARAMS") or "params.yaml"))
         rerank = False if args.no_rerank else _env_bool("KD_SERVICE_RERANK")
         settings = Settings(
-            student_dir=args.student or Path(os.environ.get("KD_STUDENT_DIR") or "artifacts/student"),
-            index_dir=args.index or Path(os.environ.get("KD_INDEX_DIR") or "artifacts/index"),
+            student_dir=args.student or Path(os.environ.get("KD_STUDENT_DIR") or artifacts.STUDENT),
+            index_dir=args.index or Path(os.environ.get("KD_INDEX_DIR") or artifacts.INDEX),
             params=params,
             rerank=rerank,
             teacher_corpus_dir=args.teacher_corpus or _env_path("KD_TEACHER_CORPUS_DIR"),

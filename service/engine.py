@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import numpy as np
 
+from kd import artifacts
 from kd.backends import OnnxQueryEncoder
 from kd.config import Params, ServiceConfig
 from kd.data.io import passage_text
@@ -51,8 +52,8 @@ INDEX_META_KEYS = ("passages", "type", "M", "ef_construction", "ef_search", "met
 class Settings:
     """Where the artifacts are and which params apply. `None` fields defer to `service.*` in params."""
 
-    student_dir: Path = Path("artifacts/student")
-    index_dir: Path = Path("artifacts/index")
+    student_dir: Path = artifacts.STUDENT
+    index_dir: Path = artifacts.INDEX
     params: Params = field(default_factory=Params)
     rerank: bool | None = None
     teacher_corpus_dir: Path | None = None

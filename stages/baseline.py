@@ -9,7 +9,7 @@ encode runs where `compute` says (`kd.compute`), in shards kept under `.cache/en
 
 from pathlib import Path
 
-from kd import compute, index
+from kd import artifacts, compute, index
 from kd.atomic import atomic_dir
 from kd.backends import load_student
 from kd.cli import run_stage
@@ -19,8 +19,8 @@ from kd.metrics import write_trec
 from kd.models import encode, initial_student
 from kd.paths import cache_dir, sweep_stale
 
-OUT = Path("artifacts/baseline")
-TEACHER_CORPUS = Path("artifacts/teacher_corpus")
+OUT = artifacts.BASELINE
+TEACHER_CORPUS = artifacts.TEACHER_CORPUS
 
 
 def main(p: Params) -> None:

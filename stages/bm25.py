@@ -3,14 +3,14 @@
 import logging
 from pathlib import Path
 
-from kd import bm25
+from kd import artifacts, bm25
 from kd.atomic import atomic_dir
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import SPLITS, read_dataset
 from kd.metrics import evaluate, write_trec
 
-OUT = Path("artifacts/bm25")
+OUT = artifacts.BM25
 
 
 def main(p: Params) -> None:

@@ -12,7 +12,7 @@ import json
 import logging
 from pathlib import Path
 
-from kd import index, teacher_corpus, tracking
+from kd import artifacts, index, teacher_corpus, tracking
 from kd.atomic import atomic_dir, atomic_path, write_text
 from kd.backends import load_student, query_encode_ms, query_path
 from kd.cli import run_stage
@@ -34,11 +34,11 @@ from kd.paths import cache_dir
 from kd.runtime import configure_threads, corpus_encoder, use_bf16
 from kd.teacher import BiEncoderTeacher, CachedTeacher, load_teacher
 
-STUDENT = Path("artifacts/student")
-RUNS = Path("artifacts/runs")
-EVAL = Path("artifacts/eval")
+STUDENT = artifacts.STUDENT
+RUNS = artifacts.RUNS
+EVAL = artifacts.EVAL
 METRICS = Path("metrics.json")
-TEACHER_CORPUS = Path("artifacts/teacher_corpus")
+TEACHER_CORPUS = artifacts.TEACHER_CORPUS
 SPLITS = ("dev", "test")
 NOT_COMPUTED = "not computed: a cross-encoder teacher has no passage embeddings to search the corpus with"
 
@@ -46,7 +46,7 @@ NOT_COMPUTED = "not computed: a cross-encoder teacher has no passage embeddings 
 def main(p: Params) -> None:
     ds = read_dataset(Path("data"))
     doc_text = {d: passage_text(v) for d, v in ds.corpus.items()}
-    loaded = index.load(Path("artifacts/index"))
+    loaded = index.load(artifacts.INDEX)
     teacher = load_teacher(p.teacher)
     view = None
     if isinstance(teacher, BiEncoderTeacher):
@@ -74,8 +74,8 @@ def main(p: Params) -> None:
         qids = list(queries)
         texts = [queries[q] for q in qids]
         split_runs: dict[str, Run] = {
-            "bm25": read_trec(Path(f"artifacts/bm25/runs/{split}.trec")),
-            "untrained": read_trec(Path(f"artifacts/baseline/runs/{split}.trec")),
+            "bm25": read_trec(artifacts.bm25_run(split)),
+            "untrained": read_trec(artifacts.baseline_run(split)),
         }
         backend_runs: dict[str, Run] = {}
         for backend, student in students.items():  # same index, each query encoder

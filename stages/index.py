@@ -11,7 +11,7 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from kd import compute, index, tracking
+from kd import artifacts, compute, index, tracking
 from kd.backends import load_student
 from kd.cli import run_stage
 from kd.config import Params
@@ -20,9 +20,9 @@ from kd.errors import ArtifactError
 from kd.paths import cache_dir, sweep_stale
 from kd.runtime import corpus_encoder
 
-STUDENT = Path("artifacts/student")
-OUT = Path("artifacts/index")
-TEACHER_CORPUS = Path("artifacts/teacher_corpus")
+STUDENT = artifacts.STUDENT
+OUT = artifacts.INDEX
+TEACHER_CORPUS = artifacts.TEACHER_CORPUS
 
 
 def main(p: Params) -> None:

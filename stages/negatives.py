@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kd import mining, teacher_corpus
+from kd import artifacts, mining, teacher_corpus
 from kd.atomic import atomic_path
 from kd.cli import run_stage
 from kd.config import Params
@@ -31,8 +31,8 @@ from kd.paths import cache_dir
 from kd.pseudo import pseudo_queries, rewrite_as_questions
 from kd.teacher import BiEncoderTeacher, CachedTeacher, load_teacher
 
-OUT = Path("artifacts/negatives.parquet")
-TEACHER_CORPUS = Path("artifacts/teacher_corpus")
+OUT = artifacts.NEGATIVES
+TEACHER_CORPUS = artifacts.TEACHER_CORPUS
 
 
 def main(p: Params) -> None:
@@ -42,7 +42,7 @@ def main(p: Params) -> None:
     queries = rewrite_as_questions(ds.queries["train"], p.mining.question_share, p.seed)
     qrels = {q: docs for q, docs in ds.qrels["train"].items()}
     runs: dict[str, Run] = {}
-    files = {"bm25": Path("artifacts/bm25/runs/train.trec"), "dense": Path("artifacts/baseline/runs/train.trec")}
+    files = {"bm25": artifacts.bm25_run("train"), "dense": artifacts.baseline_run("train")}
     for source in p.mining.sources:
         if source in files:
             runs[source] = read_trec(files[source])

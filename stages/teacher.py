@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kd import compute, teacher_corpus
+from kd import artifacts, compute, teacher_corpus
 from kd.atomic import atomic_path
 from kd.cli import run_stage
 from kd.config import Params
@@ -32,9 +32,9 @@ from kd.teacher import (
     score_groups,
 )
 
-NEGATIVES = Path("artifacts/negatives.parquet")
-TEACHER_CORPUS = Path("artifacts/teacher_corpus")
-OUT = Path("artifacts/teacher_scores.parquet")
+NEGATIVES = artifacts.NEGATIVES
+TEACHER_CORPUS = artifacts.TEACHER_CORPUS
+OUT = artifacts.TEACHER_SCORES
 
 
 def main(p: Params) -> None:

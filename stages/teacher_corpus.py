@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kd import compute, teacher_corpus
+from kd import artifacts, compute, teacher_corpus
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
@@ -21,7 +21,7 @@ from kd.paths import cache_dir, sweep_stale
 from kd.runtime import corpus_backend_for
 from kd.teacher import corpus_key
 
-OUT = Path("artifacts/teacher_corpus")
+OUT = artifacts.TEACHER_CORPUS
 
 
 def main(p: Params) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kd import teacher_corpus, tracking
+from kd import artifacts, teacher_corpus, tracking
 from kd.atomic import atomic_dir, write_text
 from kd.cli import run_stage
 from kd.config import Params
@@ -25,13 +25,13 @@ from kd.teacher import BiEncoderTeacher, load_teacher
 from kd.train import VAL_METRIC, dev_evaluator, fit_projection, teacher_index_evaluator, training_rows, wise_ft
 from kd.train import train as fit
 
-SCORES = Path("artifacts/teacher_scores.parquet")
-NEGATIVES = Path("artifacts/negatives.parquet")
-TEACHER_CORPUS = Path("artifacts/teacher_corpus")
-STUDENT = Path("artifacts/student")
-CURVES = Path("artifacts/train")
+SCORES = artifacts.TEACHER_SCORES
+NEGATIVES = artifacts.NEGATIVES
+TEACHER_CORPUS = artifacts.TEACHER_CORPUS
+STUDENT = artifacts.STUDENT
+CURVES = artifacts.TRAIN
 PROJECTION_FIT_PASSAGES = 2000  # loss.embed: passages (beside all training queries) for the projection's start
-DEV_POOL_RUNS = (Path("artifacts/bm25/runs/dev.trec"), Path("artifacts/baseline/runs/dev.trec"))
+DEV_POOL_RUNS = (artifacts.bm25_run("dev"), artifacts.baseline_run("dev"))
 
 
 def main(p: Params) -> None:

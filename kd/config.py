@@ -195,6 +195,7 @@ class TrainConfig:
     workers: int = 1  # > 1: data-parallel (DDP) workers on Ray Train, on the cluster of `compute`
     interpolate: float = 0.5  # WiSE-FT: keep interpolate*trained + (1-interpolate)*initial weights (1 = trained)
     interpolate_grid: list[float] = field(default_factory=list)  # also score these mixes on the dev pool (a curve)
+    corpus_epochs: int = 0  # epochs over unjudged corpus passages toward the teacher's rows before ranking (kd.corpus_fit)
 
     def seed_or(self, default: int) -> int:
         """Training's seed: `seed` when set, else `default` (the top-level seed)."""
@@ -387,6 +388,8 @@ def params_from_dict(raw: dict[str, Any]) -> Params:
         )
     check_student_family(params.student)
     check_passages(params)
+    if params.train.corpus_epochs < 0:
+        raise ConfigError(f"train.corpus_epochs={params.train.corpus_epochs} must be >= 0 (0: no corpus embedding fit)")
     if params.teacher.score_norm not in ("none", "standardize"):
         raise ConfigError(
             f"teacher.score_norm={params.teacher.score_norm!r} is unknown: use none or standardize (conf/teacher/)"

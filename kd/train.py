@@ -9,6 +9,7 @@ epoch's weights are kept. Test queries are never seen here.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -196,6 +197,27 @@ class Curves:
                 writer.writerows(rows)
 
 
+@functools.cache
+def seeded_trainer() -> type:
+    """sentence-transformers' trainer whose batch order follows the training seed.
+
+    Its trainer builds a plain dataset's batch sampler with the default seed 0, so every `train.seed`
+    saw the same batches and only dropout differed (a model without dropout, such as a static table,
+    trained identically). This one seeds the sampler with `data_seed` (else `seed`).
+    """
+    from sentence_transformers import SentenceTransformerTrainer
+
+    class SeededTrainer(SentenceTransformerTrainer):  # type: ignore[misc]
+        """The trainer, its batch sampler seeded with the training arguments' `data_seed` (else `seed`)."""
+
+        def get_batch_sampler(self, *args: Any, **kwargs: Any) -> Any:
+            """The parent's batch sampler, seeded with `data_seed` (else `seed`) instead of 0."""
+            kwargs["seed"] = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return super().get_batch_sampler(*args, **kwargs)
+
+    return SeededTrainer
+
+
 def train(
     model: Any,
     rows: dict[str, list[Any]],
@@ -246,7 +268,7 @@ def _fit(
     """One process's training (`train`'s arguments); under Ray Train every worker runs it and the HF
     trainer does the DDP."""
     from datasets import Dataset as HFDataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.training_args import BatchSamplers
     from transformers import TrainerCallback, set_seed
 
@@ -309,17 +331,7 @@ def _fit(
         dataloader_num_workers=0,
         save_only_model=True,
     )
-    class SeededTrainer(SentenceTransformerTrainer):  # type: ignore[misc]
-        """The batch order follows the training seed: sentence-transformers' trainer builds a plain dataset's
-        batch sampler with its default seed 0, so every `train.seed` saw the same batches and only dropout
-        differed (a model without dropout, such as a static table, trained identically)."""
-
-        def get_batch_sampler(self, *args: Any, **kwargs: Any) -> Any:
-            """The parent's batch sampler, seeded with `data_seed` (else `seed`) instead of 0."""
-            kwargs["seed"] = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return super().get_batch_sampler(*args, **kwargs)
-
-    trainer = SeededTrainer(
+    trainer = seeded_trainer()(
         model=model,
         args=args,
         train_dataset=HFDataset.from_dict(rows),

@@ -14,8 +14,9 @@ from kd import artifacts, teacher_corpus, tracking
 from kd.atomic import atomic_dir, write_text
 from kd.cli import run_stage
 from kd.config import Params
+from kd.corpus_fit import corpus_targets, fit_corpus
 from kd.data.io import passage_text, read_dataset
-from kd.errors import DataError
+from kd.errors import ConfigError, DataError
 from kd.evaluation import teacher_run
 from kd.metrics import read_trec
 from kd.models import initial_student, load_bi_encoder, save_prompts, set_max_length
@@ -91,6 +92,18 @@ def main(p: Params) -> None:
                      "bfloat16 mixed precision" if bf16 else "float32", p.train.dtype)  # fmt: skip
         seed = p.train.seed_or(p.seed)
         train_cfg = dataclasses.replace(p.train, learning_rate=p.student.learning_rate or p.train.learning_rate)
+        if p.train.corpus_epochs:  # the teacher's embedding of each unjudged passage first (kd.corpus_fit)
+            if view is None:
+                raise ConfigError(f"train.corpus_epochs={p.train.corpus_epochs} needs the teacher's passage matrix: "
+                                  "a bi-encoder teacher (conf/teacher/), or train.corpus_epochs=0")  # fmt: skip
+            judged = {d for split in ("dev", "test") for docs in ds.qrels[split].values() for d in docs}
+            texts, targets = corpus_targets(view.docids, judged, doc_text, view.emb, p.student.passage_prefix)
+            logging.info("train.corpus_epochs=%d over %d passages (%d judged for dev/test left out)",
+                         p.train.corpus_epochs, len(texts), len(view.docids) - len(texts))  # fmt: skip
+            corpus_loss = fit_corpus(model, texts, targets, p.train.corpus_epochs, train_cfg.learning_rate,
+                                     p.train.batch_size, p.train.max_seq_length, seed, Path(work) / "corpus")  # fmt: skip
+            for epoch, value in enumerate(corpus_loss, start=1):
+                tr.metric("corpus_fit_loss", value, epoch)
         group = len(scores["doc_ids"].iloc[0]) if asymmetric else None
         curves = fit(
             model, rows, evaluator, p.loss, train_cfg, seed, Path(work), on_metrics=tr.metric, bf16=bf16,

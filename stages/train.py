@@ -59,6 +59,9 @@ def main(p: Params) -> None:
     if asymmetric:  # dev: the student's queries against the teacher's whole matrix, as served
         assert view is not None  # config check: index.passages=teacher needs a bi-encoder teacher
         evaluator = teacher_index_evaluator(ds.queries["dev"], ds.qrels["dev"], view, p.student)
+    elif p.student.kind == "static":  # its corpus pass takes seconds: dev is the whole corpus, as `evaluate` scores it
+        dev_docs = set(ds.corpus)
+        evaluator = dev_evaluator(ds.queries["dev"], ds.qrels["dev"], doc_text, p.student)
     else:  # dev pool: judged + the top of BM25, the untrained student and the teacher, as a full search would see
         dev_docs = {d for docs in ds.qrels["dev"].values() for d in docs}
         pool_runs = [read_trec(path) for path in DEV_POOL_RUNS]

@@ -95,6 +95,7 @@ def main(p: Params) -> None:
                      "bfloat16 mixed precision" if bf16 else "float32", p.train.dtype)  # fmt: skip
         seed = p.train.seed_or(p.seed)
         train_cfg = dataclasses.replace(p.train, learning_rate=p.student.learning_rate or p.train.learning_rate)
+        corpus_loss: list[float] = []
         if p.train.corpus_epochs:  # the teacher's embedding of each unjudged passage first (kd.corpus_fit)
             if view is None:
                 raise ConfigError(f"train.corpus_epochs={p.train.corpus_epochs} needs the teacher's passage matrix: "
@@ -132,6 +133,7 @@ def main(p: Params) -> None:
             "dev_pool_size": len(dev_docs) if not asymmetric else len(view.docids) if view else 0,
             "final_loss": curves.steps[-1]["total"] if curves.steps else float("nan"),
             "train_groups": len(rows["query"]),
+            "corpus_fit_loss": corpus_loss,  # per epoch of train.corpus_epochs (empty when 0)
         }
         write_text(CURVES / "metrics.json", json.dumps(summary, indent=2) + "\n")
         tr.metrics({k: v for k, v in summary.items() if isinstance(v, float | int)}, prefix="final_")

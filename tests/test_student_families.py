@@ -179,8 +179,10 @@ def test_asymmetric_static_pipeline_end_to_end(tmp_path_factory):
     repo = copy_repo(root / "repo")
     cache = shared_cache(root)
     sh(["dvc", "exp", "run", *SMOKE, "-S", "student=static", "-S", "student.model=minilm",
-        "-S", "index.passages=teacher", "-S", "loss.embed=1.0"], repo, cache)  # fmt: skip
+        "-S", "index.passages=teacher", "-S", "loss.embed=1.0", "-S", "train.corpus_epochs=1"], repo, cache)  # fmt: skip
     metrics = json.loads((repo / "metrics.json").read_text())
+    fit = json.loads((repo / "artifacts/train/metrics.json").read_text())["corpus_fit_loss"]
+    assert len(fit) == 1 and 0.0 < fit[0] < 2.0  # one epoch over the corpus toward the teacher's rows
     assert metrics["mode"] == "asymmetric" and metrics["student"] == "static"
     assert set(metrics["query_encode_ms"]) == {"student_torch", "teacher_torch_float32"} or \
         set(metrics["query_encode_ms"]) == {"student_torch", "teacher_torch_bfloat16"}
@@ -214,6 +216,27 @@ def test_asymmetric_static_pipeline_end_to_end(tmp_path_factory):
         assert ready["student"]["max_seq_length"] == 0  # a static model reads whole texts
         hits = client.post("/search", json={"query": "how do I open a file", "k": 3}).json()
         assert len(hits["results"]) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.pipeline
+def test_symmetric_static_keeps_its_epoch_on_the_whole_corpus(tmp_path_factory):
+    """A static student served symmetrically: its own corpus pass indexes, and training scores dev over
+    every passage (not the pool a transformer uses), as `evaluate` scores it."""
+    from tests.pipeline_fixtures import SMOKE, copy_repo, sh, shared_cache
+
+    root = tmp_path_factory.mktemp("sym_static")
+    repo = copy_repo(root / "repo")
+    cache = shared_cache(root)
+    sh(["dvc", "exp", "run", *SMOKE, "-S", "student=static", "-S", "student.model=minilm",
+        "-S", "index.passages=student"], repo, cache)  # fmt: skip
+    metrics = json.loads((repo / "metrics.json").read_text())
+    assert metrics["mode"] == "symmetric" and metrics["student"] == "static"
+    passages = sum(1 for _ in (repo / "data/corpus.jsonl").open())
+    train = json.loads((repo / "artifacts/train/metrics.json").read_text())
+    assert train["dev_pool_size"] == passages
+    meta = json.loads((repo / "artifacts/index/meta.json").read_text())
+    assert meta["passages"] == "student"
 
 
 def test_layers_beyond_the_checkpoint_fail_before_the_long_passes():

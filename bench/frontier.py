@@ -51,7 +51,7 @@ NEW_FAMILY = ["mining.pseudo_queries=2000", "loss.embed=1.0", "train.epochs=3", 
 # A static table also learns the teacher's embedding of every unjudged corpus passage first: adopted by the
 # rule written before its pilot (docs/frontier.md; static_asym, CPython dev, seeds 13 and 1: 0.2451 -> 0.3428
 # and 0.2426 -> 0.3543, bench/results/frontier_pilot_corpus.csv). Not given to mpnet_l4_asym: a corpus epoch
-# of a 4-layer transformer trained on 2 cores takes about an hour, against seconds for a table.
+# of a 4-layer transformer takes about an hour on one AVX2 core (estimated from its forward rate), against seconds for a table.
 STATIC = [*NEW_FAMILY, "train.corpus_epochs=2"]
 POINTS: dict[str, list[str]] = {
     "minilm_sym": ["student=minilm", "index.passages=student"],  # the former default, as committed

@@ -7,9 +7,11 @@
 Run it in a copy of the repository (it forces every stage, so it rewrites that copy's outputs and
 DVC cache entries). Each stage is forced (`-f`) and run alone (`-s`), in dvc.yaml order, so its
 inputs come from the previous stage of the same run. Besides wall time it records the children's
-CPU time (user + sys; less sensitive to a busy machine than wall time) and the load average around
-each stage. Results are written after every stage (an interrupted run keeps what it measured) to
-bench/results/stage_times.json and .md; each stage's output goes to bench/results/stage_logs/.
+CPU time (user + sys; less sensitive to a busy machine than wall time), the load average around
+each stage, and every encode/score pass the stage made (`kd.compute.pass_record` lines in its log:
+items, how many were computed rather than taken from kept shards, items/s, and the kernel path:
+torch/bfloat16, torch/float32, onnx/float32 or onnx/int8), so a slow stage says why. Results are
+written after every stage (an interrupted run keeps what it measured) to bench/results/stage_times.json and .md; each stage's output goes to bench/results/stage_logs/.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -96,6 +99,21 @@ def _write(out_dir: Path, data: dict[str, Any]) -> None:
         os.replace(tmp, out_dir / name)
 
 
+PASS_LINE = re.compile(r"pass: (?P<op>\w+) (?P<fields>(?:\w+=\S+ ?)+)")
+
+
+def passes(log_text: str) -> list[dict[str, Any]]:
+    """The encode/score passes a stage's log reports (`kd.compute.pass_record` lines), as dicts."""
+    out = []
+    for m in PASS_LINE.finditer(log_text):
+        rec: dict[str, Any] = {"op": m["op"]}
+        for field in m["fields"].split():
+            key, value = field.split("=", 1)
+            rec[key] = float(value) if key in ("seconds", "per_s") else int(value) if key in ("items", "computed") else value
+        out.append(rec)
+    return out
+
+
 def markdown(data: dict[str, Any]) -> str:
     lines = [
         "# DVC stage wall times (`dvc repro -f -s <stage>`)",
@@ -114,6 +132,13 @@ def markdown(data: dict[str, Any]) -> str:
     done = [s for s in data["stages"] if s["status"] == "ok"]
     lines.append(f"| **total** | {len(done)}/{len(data['stages'])} ok | {round(sum(s['wall_s'] for s in done), 1)} | "
                  f"{round(sum(s['cpu_s'] for s in done), 1)} | |")  # fmt: skip
+    rows = [(s["stage"], r) for s in data["stages"] for r in s.get("passes", [])]
+    if rows:
+        lines += ["", "Passes (a stage's encode/score work; `computed` excludes shards kept from an earlier run):", "",
+                  "| stage | op | model (role) | items | computed | s | items/s | kernel |", "|---|---|---|---:|---:|---:|---:|---|"]
+        for stage, r in rows:
+            lines.append(f"| {stage} | {r['op']} | {r.get('model')} ({r.get('role')}) | {r.get('items')} | {r.get('computed')} | "
+                         f"{r.get('seconds')} | {r.get('per_s')} | {r.get('kernel')} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -170,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 "cpu_s": round((after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime), 1),
                 "loadavg_after": _loadavg(),
                 "log": str(log_path),
+                "passes": passes(log_path.read_text(errors="replace")),
             }
         )
         print(f"[stage_times] {stage}: {entry['status']} in {entry['wall_s']} s", flush=True)

@@ -284,6 +284,7 @@ def _sharded(
             _save(_shard_path(chunk_dir, i), arr, store_dtype)
         results[i] = np.asarray(arr, dtype=store_dtype)
 
+    started = time.perf_counter()
     if todo:
         from tqdm import tqdm
 
@@ -296,12 +297,36 @@ def _sharded(
             keep(i, arr)
             bar.update(1)
         bar.close()
+    computed = sum(len(todo[i]) for i in todo)
+    log.info(pass_record(op, spec, len(items), computed, time.perf_counter() - started))
     if not shards:
         return np.zeros((0, 0 if op == "encode" else 1), dtype=np.float32)
     sorted_out = np.concatenate([results[i] for i in range(len(shards))]).astype(np.float32)
     out = np.empty_like(sorted_out)
     out[order] = sorted_out
     return out
+
+
+PASS_PREFIX = "pass:"  # bench.stage_times reads these lines from each stage's log
+
+
+def kernel_path(spec: ModelSpec) -> str:
+    """The arithmetic a pass of `spec` runs on this CPU: `torch/bfloat16`, `torch/float32`, `onnx/float32` or `onnx/int8`."""
+    backend = spec.corpus_backend() if spec.text == "passage" or spec.role == "student" else "torch"
+    if backend == "torch":
+        return f"torch/{'bfloat16' if use_bf16(spec.cfg.dtype) else 'float32'}"
+    return "onnx/int8" if backend == "onnx-int8" else "onnx/float32"
+
+
+def pass_record(op: str, spec: ModelSpec, items: int, computed: int, seconds: float) -> str:
+    """One log line per pass: what ran, how much came from the kept shards, the rate and the kernel path.
+
+    Example: `pass: encode role=teacher model=mpnet items=9342 computed=9342 seconds=1870.2
+    per_s=5.0 kernel=torch/float32`.
+    """
+    rate = computed / seconds if computed and seconds > 0 else 0.0
+    return (f"{PASS_PREFIX} {op} role={spec.role} model={spec.cfg.model} items={items} computed={computed} "
+            f"seconds={seconds:.1f} per_s={rate:.1f} kernel={kernel_path(spec)}")  # fmt: skip
 
 
 def _run_local(

@@ -137,3 +137,26 @@ def test_results_carry_no_machine_paths(tmp_path: Path) -> None:
     js, md = write_results("x", {"student": REPO / "artifacts/student", "n": 3}, f"in {tmp_path}\n", tmp_path)
     assert json.loads(js.read_text()) == {"student": "artifacts/student", "n": 3}
     assert md.read_text() == f"in .../{tmp_path.name}\n"
+
+
+def test_stage_times_reads_each_pass_with_its_rate_and_kernel(tmp_path: Path, caplog) -> None:
+    """A real local encode pass logs one `pass:` line; stage_times turns it into a row (and a resumed
+    pass reports nothing computed)."""
+    import logging
+
+    from bench.stage_times import markdown, passes
+    from kd.compute import ModelSpec, encode_texts
+    from kd.config import ComputeConfig, ModelConfig
+
+    spec = ModelSpec.student(ModelConfig(model="minilm", dtype="float32", max_seq_length=32))
+    texts = [f"passage {i} about copying files" for i in range(6)]
+    with caplog.at_level(logging.INFO, logger="kd.compute"):
+        encode_texts(texts, spec, ComputeConfig(backend="local", batch_size=4), tmp_path / "shards")
+        encode_texts(texts, spec, ComputeConfig(backend="local", batch_size=4), tmp_path / "shards")
+    first, again = passes(caplog.text)
+    assert first["op"] == "encode" and first["role"] == "student" and first["items"] == 6 and first["computed"] == 6
+    assert first["kernel"] == "torch/float32" and first["per_s"] > 0
+    assert again["computed"] == 0 and again["per_s"] == 0.0  # every shard came from the kept ones
+    table = markdown({"repo": "r", "started": "t", "cores": 2,
+                      "stages": [{"stage": "baseline", "status": "ok", "wall_s": 1.0, "cpu_s": 1.0, "passes": [first]}]})  # fmt: skip
+    assert "| baseline | encode | minilm (student) | 6 | 6 |" in table and "torch/float32" in table

@@ -118,12 +118,21 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_service(extra: list[str], log_path: Path | None, startup_timeout: float, name: str = "service") -> Iterator[str]:
-    """`python -m service <extra>` on a free loopback port until /health answers; terminated on the way out."""
+def running_service(
+    extra: list[str],
+    log_path: Path | None,
+    startup_timeout: float,
+    name: str = "service",
+    env: dict[str, str] | None = None,
+) -> Iterator[str]:
+    """`python -m service <extra>` on a free loopback port until /health answers; terminated on the way out.
+
+    `env`: the service's environment (default: this process's), e.g. a cache folder of its own.
+    """
     port = free_port()
     cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", *extra]
     log = log_path.open("w+") if log_path is not None else tempfile.TemporaryFile(mode="w+")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_timeout

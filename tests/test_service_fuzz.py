@@ -19,8 +19,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,9 +27,9 @@ import httpx
 import pytest
 import yaml
 
+from bench.load import running_service
 from kd.config import load_params
-from tests.browser_fixtures import free_port
-from tests.pipeline_fixtures import ROOT, env
+from tests.pipeline_fixtures import env
 from tests.service_fixtures import teacher_corpus_dir
 
 pytestmark = pytest.mark.slow
@@ -52,37 +50,11 @@ def service_url(smoke_repo: Path, smoke_cache: Path, tmp_path_factory: pytest.Te
     params_file = tmp / "params.yaml"
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     tc = teacher_corpus_dir(smoke_repo, load_params(params_file), tmp / "teacher_corpus")
-    port = free_port()
     art = smoke_repo / "artifacts"
-    cmd = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-           "--params", str(params_file), "--student", str(art / "student"), "--index", str(art / "index"),
-           "--teacher-corpus", str(tc)]  # fmt: skip
-    with tempfile.TemporaryFile(mode="w+") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env(smoke_cache), stdout=log, stderr=subprocess.STDOUT, text=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + STARTUP_S
-            while True:
-                if proc.poll() is not None:
-                    log.seek(0)
-                    raise AssertionError(
-                        f"the service exited during startup ({proc.returncode}):\n{log.read()[-3000:]}"
-                    )
-                assert time.monotonic() < deadline, f"the service did not answer /health within {STARTUP_S} s"
-                try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.25)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    extra = ["--params", str(params_file), "--student", str(art / "student"), "--index", str(art / "index"),
+             "--teacher-corpus", str(tc)]  # fmt: skip
+    with running_service(extra, None, STARTUP_S, env=env(smoke_cache)) as url:  # the service bench.load runs
+        yield url
 
 
 def served_requests(url: str) -> int:

@@ -71,7 +71,9 @@ def run_point(point: str, data: str, seed: int, extra: list[str]) -> list[dict[s
     """One `dvc exp run` of the pipeline; its metrics.json as one row per split."""
     overrides = [*POINTS[point], f"data={data}", f"train.seed={seed}", *extra]
     started = time.perf_counter()
-    tag = hashlib.sha1(" ".join(extra).encode()).hexdigest()[:6] if extra else "base"  # --set runs get names of their own
+    tag = (
+        hashlib.sha1(" ".join(extra).encode()).hexdigest()[:6] if extra else "base"
+    )  # --set runs get names of their own
     dvc_exp_run(f"fr-{point}-{data.split('_')[0]}-s{seed}-{tag}", overrides)
     wall = round(time.perf_counter() - started, 1)
     m = json.loads(Path("metrics.json").read_text())
@@ -185,6 +187,71 @@ def _read(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+# The pooled dev evidence of docs/frontier.md: every dev question of CPython dev, Django (both splits: a corpus
+# choices were made on) and SQLAlchemy dev, over seeds 13, 1, 2.
+DEV_PARTS = (
+    ("python_docs_faq", "dev"),
+    ("django_docs_faq", "dev"),
+    ("django_docs_faq", "test"),
+    ("sqlalchemy_docs_faq", "dev"),
+)
+RULE_SEEDS = ("13", "1", "2")
+FORMER_DEFAULT = "minilm_sym"
+
+
+def pooled(rows: list[dict[str, str]], key: str) -> float | None:
+    """Mean over seeds of the question-weighted mean of `key` over DEV_PARTS; None if any part or seed is missing."""
+    by = {(r["data"], r["split"], str(r["seed"])): r for r in rows}
+    per_seed = []
+    for seed in RULE_SEEDS:
+        parts = [by.get((d, sp, seed)) for d, sp in DEV_PARTS]
+        if any(r is None for r in parts):
+            return None
+        n = sum(int(r["queries"]) for r in parts if r)
+        per_seed.append(sum(int(r["queries"]) * float(r[key]) for r in parts if r) / n)
+    return float(np.mean(per_seed))
+
+
+def decide(rows: list[dict[str, str]], costs: list[dict[str, str]]) -> tuple[str, list[dict[str, Any]]]:
+    """The default by the rule written before the runs (docs/frontier.md), and each point's standing.
+
+    1. Eligible: query p50 at least 3x lower than the teacher's (same backend, from the cost table),
+       pooled dev KD above its own untrained start, and every dev part on all three seeds (rule 4).
+    2. The fastest eligible point whose pooled dev KD is >= 0.97 x the teacher's.
+    3. Else the eligible point with the highest ratio; within 0.005 of it, the faster one.
+    No eligible point: the former default stays.
+    """
+    teacher = {c["backend"]: float(c["query_p50_ms"]) for c in costs if c["student"] == "teacher"}
+    cost = {(c["student"], c["mode"]): c for c in costs if c["student"] != "teacher"}
+    by_point: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for r in rows:
+        by_point[r["point"]].append(r)
+    table = []
+    for point, rs in sorted(by_point.items()):
+        c = cost.get((rs[0]["student"], rs[0]["mode"]))
+        p50 = float(c["query_p50_ms"]) if c else math.nan
+        cheaper = teacher.get(c["backend"], math.nan) / p50 if c else math.nan
+        kd, un, te = pooled(rs, "kd"), pooled(rs, "untrained"), pooled(rs, "teacher")
+        ratio = kd / te if kd is not None and te else math.nan
+        why = []
+        if kd is None:
+            why.append("not every dev part on seeds 13, 1, 2")
+        if not cheaper >= 3:
+            why.append(f"query only {cheaper:.2g}x cheaper than the teacher" if c else "no cost measured")
+        if kd is not None and un is not None and kd <= un:
+            why.append("pooled dev KD not above its untrained start")
+        table.append({"point": point, "pooled_kd": kd, "pooled_untrained": un, "pooled_teacher": te, "ratio": ratio,
+                      "query_p50_ms": p50, "x_cheaper": cheaper, "eligible": not why, "why_not": "; ".join(why)})  # fmt: skip
+    eligible = [t for t in table if t["eligible"]]
+    near = [t for t in eligible if t["ratio"] >= 0.97]
+    if near:
+        return min(near, key=lambda t: t["query_p50_ms"])["point"], table
+    if eligible:
+        best = max(t["ratio"] for t in eligible)
+        return min((t for t in eligible if t["ratio"] >= best - 0.005), key=lambda t: t["query_p50_ms"])["point"], table
+    return FORMER_DEFAULT, table
+
+
 def report() -> str:
     """frontier.md (means and spreads over seeds, per corpus and split) and the plot's CSV."""
     from kd.atomic import atomic_path, write_text
@@ -225,10 +292,20 @@ def report() -> str:
     for c in costs:
         cost_md.append(f"| {c['student']} | {c['mode'] or '-'} | {c['backend']} | {c['query_p50_ms']} | "
                        f"{c['corpus_passages_per_s']} ({c['corpus_encoder']}) | {c['params_m']} | {c['flops_per_token_vs_teacher']} |")  # fmt: skip
+    choice, standing = decide(rows, costs)
+    rule_md = ["| point | pooled dev KD | its untrained | teacher | KD / teacher | query p50 ms | x cheaper | eligible |",
+               "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for t in standing:
+        f4 = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        rule_md.append(f"| {t['point']} | {f4(t['pooled_kd'])} | {f4(t['pooled_untrained'])} | {f4(t['pooled_teacher'])} | "
+                       f"{t['ratio']:.3f} | {t['query_p50_ms']:.3g} | {t['x_cheaper']:.3g} | "
+                       f"{'yes' if t['eligible'] else 'no: ' + t['why_not']} |")  # fmt: skip
+    rule_md.append(f"\nDefault by the rule: **{choice}**.")
     cpus = sorted({r["cpu"] for r in rows} | {c["cpu"] for c in costs})
     text = ("# Frontier\n\nGenerated by `python -m bench.frontier --report` from frontier.csv and frontier_costs.csv "
             f"(CPU kinds: {', '.join(cpus) or '-'}; `no-bf16` = AVX2 only, float32).\n\n## Quality (nDCG@10)\n\n"
-            + "\n".join(md) + "\n\n## Cost\n\n" + "\n".join(cost_md) + "\n")  # fmt: skip
+            + "\n".join(md) + "\n\n## The decision rule on pooled dev (docs/frontier.md)\n\n" + "\n".join(rule_md)
+            + "\n\n## Cost\n\n" + "\n".join(cost_md) + "\n")  # fmt: skip
     write_text(REPORT, text)
     with atomic_path(PLOT) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["system", "query_p50_ms", "ndcg@10", "split", "data"])

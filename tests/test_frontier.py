@@ -60,3 +60,50 @@ def test_report_summarises_seeds_and_costs(tmp_path, monkeypatch):
                                           "static_asym untrained (python_docs_faq, test)",
                                           "teacher (python_docs_faq, test)"}  # fmt: skip
     assert frontier.REPORT.read_text() == text
+
+
+def _dev_rows(point, student, mode, kd, untrained=0.30, teacher=0.60, seeds=("13", "1", "2")):
+    return [{"point": point, "student": student, "mode": mode, "data": d, "split": sp, "seed": s, "queries": q,
+             "kd": kd, "untrained": untrained, "teacher": teacher}
+            for s in seeds for (d, sp), q in zip(frontier.DEV_PARTS, (54, 11, 34, 11))]  # fmt: skip
+
+
+COSTS = [
+    {"student": "teacher", "mode": "", "backend": "torch", "query_p50_ms": "100"},
+    {"student": "teacher", "mode": "", "backend": "onnx", "query_p50_ms": "60"},
+    {"student": "static", "mode": "asymmetric", "backend": "torch", "query_p50_ms": "0.5"},
+    {"student": "minilm", "mode": "symmetric", "backend": "onnx", "query_p50_ms": "10"},
+    {"student": "mpnet_l4", "mode": "asymmetric", "backend": "onnx", "query_p50_ms": "25"},
+]
+
+
+def test_pooled_dev_weights_questions_and_needs_every_part_and_seed():
+    rows = _dev_rows("a", "static", "asymmetric", 0.5)
+    rows[0] = {**rows[0], "kd": 0.0}  # CPython dev, seed 13: 54 of 110 questions score 0 on that seed
+    assert frontier.pooled(rows, "kd") == pytest.approx((0.5 * 56 / 110 + 0.5 + 0.5) / 3)
+    assert frontier.pooled(rows[1:], "kd") is None  # one part of one seed missing
+
+
+def test_decision_rule_takes_the_fastest_point_near_the_teacher_else_the_best_ratio():
+    rows = _dev_rows("static_asym", "static", "asymmetric", 0.40, untrained=0.05)
+    rows += _dev_rows("minilm_sym", "minilm", "symmetric", 0.59)
+    rows += _dev_rows("mpnet_l4_asym", "mpnet_l4", "asymmetric", 0.61)  # near the teacher, but only 2.4x cheaper
+    choice, table = frontier.decide(rows, COSTS)
+    assert choice == "minilm_sym"  # the only eligible point at >= 0.97 x the teacher
+    standing = {t["point"]: t for t in table}
+    assert "2.4x cheaper" in standing["mpnet_l4_asym"]["why_not"] and standing["static_asym"]["eligible"]
+    # nobody near the teacher: the best ratio wins; within 0.005 of it, the faster one
+    rows = _dev_rows("static_asym", "static", "asymmetric", 0.400, untrained=0.05) + _dev_rows(
+        "minilm_sym", "minilm", "symmetric", 0.402
+    )
+    assert frontier.decide(rows, COSTS)[0] == "static_asym"
+    rows = _dev_rows("static_asym", "static", "asymmetric", 0.40, untrained=0.05) + _dev_rows(
+        "minilm_sym", "minilm", "symmetric", 0.50
+    )
+    assert frontier.decide(rows, COSTS)[0] == "minilm_sym"
+    # a point below its own untrained start, or missing a seed, is not eligible; none eligible: the former default
+    rows = _dev_rows("static_asym", "static", "asymmetric", 0.20, untrained=0.25) + _dev_rows(
+        "minilm_sym", "minilm", "symmetric", 0.59, seeds=("13", "1")
+    )
+    choice, table = frontier.decide(rows, COSTS)
+    assert choice == frontier.FORMER_DEFAULT and not any(t["eligible"] for t in table)

@@ -42,7 +42,7 @@ VARIANTS: dict[str, list[str]] = {
     # full at the default's lr: the runs that chose full.yaml's current recipe (docs/experiments.md, training at 256 tokens too)
     "full_lr2e-4": ["+experiment=full", "train.learning_rate=2e-4"],
     "django_full_lr2e-4": ["data=django_docs_faq", "+experiment=full", "train.learning_rate=2e-4"],
-    # half the training headings / API names rewritten as questions by a template (kd.pseudo.as_question)
+    # half the training headings / API names rewritten as questions by a template (kd.distill.pseudo.as_question)
     "questions": ["mining.question_share=0.5"],
     "django_questions": ["data=django_docs_faq", "mining.question_share=0.5"],
     # loss weights (default margin_mse 0.6 / listwise_kl 0.2 / in_batch 0.2): KL-heavy, and teacher signal only

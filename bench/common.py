@@ -136,7 +136,7 @@ class Workspace:
 def load_workspace(root: Path, max_passages: int = 2000, seed: int = 13) -> Workspace:
     """The pipeline's params, student and data under `root`, with the fallbacks noted."""
     from kd.data.io import read_dataset
-    from kd.model_store import minilm_path
+    from kd.models.store import minilm_path
 
     notes: list[str] = []
     params_file = root / "params.yaml"
@@ -184,7 +184,7 @@ def docs_slice(params: Params, max_passages: int, seed: int = 13) -> Dataset:
 def parse_variant(spec: str) -> tuple[str, str]:
     """`onnx-int8:full` -> ("onnx-int8", "full"); a plain backend name gets the default recipe."""
     from kd.config import check_backend
-    from kd.onnx_export import RECIPES
+    from kd.models.onnx_export import RECIPES
 
     backend, _, recipe = spec.strip().partition(":")
     check_backend(backend)
@@ -198,7 +198,7 @@ def parse_variant(spec: str) -> tuple[str, str]:
 
 
 def machine_info() -> dict[str, Any]:
-    from kd.runtime import available_cores, package_versions, pick_quant_config
+    from kd.models.runtime import available_cores, package_versions, pick_quant_config
 
     versions = package_versions(
         ("torch", "onnxruntime", "sentence-transformers", "transformers", "faiss-cpu", "optimum-onnx")
@@ -275,6 +275,6 @@ def append_rows(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> No
 
 def cpu_label() -> str:
     """`bf16` where the CPU has native bf16 (encodes run under bf16 autocast), else `no-bf16`."""
-    from kd.runtime import use_bf16
+    from kd.models.runtime import use_bf16
 
     return "bf16" if use_bf16("auto") else "no-bf16"

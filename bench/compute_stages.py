@@ -25,7 +25,7 @@ import numpy as np
 from bench.common import machine_info, write_results
 from kd.config import ComputeConfig, Params, load_params
 from kd.data.io import SPLITS, Dataset, read_corpus, read_qrels, read_queries, write_dataset
-from kd.model_store import minilm_path
+from kd.models.store import minilm_path
 
 ROOT = Path(__file__).resolve().parent.parent
 

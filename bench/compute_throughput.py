@@ -2,7 +2,7 @@
 
     python -m bench.compute_throughput [--passages 200] [--shard 25] [--model teacher|student]
 
-Encodes the first `--passages` corpus passages (by id) with the params' teacher (`kd.teacher.load_teacher`,
+Encodes the first `--passages` corpus passages (by id) with the params' teacher (`kd.models.teacher.load_teacher`,
 all-mpnet-base-v2 by default) or the packaged student, once per mode. Reports, per mode, the wall time
 of the whole pass (Ray: actor start and model load included; `ray.init` timed apart) and the
 steady-state rate: passages / the actors' summed busy seconds per shard, times the actors. Each mode
@@ -22,7 +22,7 @@ from bench.common import machine_info, write_results
 from kd import compute
 from kd.config import ComputeConfig, load_params
 from kd.data.io import passage_text, read_corpus
-from kd.runtime import use_bf16
+from kd.models.runtime import use_bf16
 
 ROOT = Path(__file__).resolve().parent.parent
 

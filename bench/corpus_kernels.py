@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     from kd.compute import ModelSpec, ShardRunner, kernel_path
     from kd.config import params_from_dict
     from kd.data.io import passage_text, read_dataset
-    from kd.runtime import available_cores, configure_threads, corpus_backend_for
+    from kd.models.runtime import available_cores, configure_threads, corpus_backend_for
 
     p = params_from_dict(compose())
     ds = read_dataset(args.data)

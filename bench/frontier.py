@@ -11,7 +11,7 @@ starting point in the same mode), the distilled student and the teacher alone, a
 distilled vs untrained. Dev chooses (docs/frontier.md states the rule); test only reports.
 
 Cost (measured once per student on this machine, bench/results/frontier_costs.csv): query-encode time for
-one query through the path the service runs (`kd.backends.query_path`, the student's serving backend, at
+one query through the path the service runs (`kd.retrieval.search.query_encoder`, the student's serving backend, at
 `service.threads`), corpus-encode passages/s of whatever encodes the corpus in that mode (the student, or
 the teacher's pass for `index.passages=teacher`), parameters, and FLOPs per token relative to the teacher.
 `dvc plots show` draws nDCG@10 against query latency (dvc.yaml, "frontier").
@@ -112,14 +112,15 @@ def flops_per_token(model: Any) -> float:
 
 def measure_costs(points: list[str], threads: int, n_passages: int = 256) -> list[dict[str, Any]]:
     """Query latency and corpus throughput of each point's student (and the teacher), on this machine."""
-    from kd.backends import load_student, query_encode_ms, query_path
     from kd.compose import compose
     from kd.config import params_from_dict
     from kd.data.io import passage_text, read_dataset
-    from kd.model_store import resolve
-    from kd.models import encode, initial_student
-    from kd.runtime import available_cores, configure_threads
-    from kd.teacher import BiEncoderTeacher, load_teacher
+    from kd.models.backends import load_student, query_encode_ms
+    from kd.models.loading import encode, initial_student
+    from kd.models.runtime import available_cores, configure_threads
+    from kd.models.store import resolve
+    from kd.models.teacher import BiEncoderTeacher, load_teacher
+    from kd.retrieval.search import query_encoder
 
     ds = read_dataset(Path("data"))
     queries = [q for split in ("dev", "test") for q in ds.queries[split].values()][:100]
@@ -151,7 +152,7 @@ def measure_costs(points: list[str], threads: int, n_passages: int = 256) -> lis
     # the teacher on the ONNX path too, so a transformer student served with ONNX meets it on the same backend
     t_onnx = load_student(resolve(base.teacher.model), "onnx", base.teacher.max_seq_length, threads=threads)
     configure_threads(threads)
-    t_lat = query_encode_ms(query_path(t_onnx, base.teacher.query_prefix), queries)
+    t_lat = query_encode_ms(query_encoder(t_onnx, base.teacher.query_prefix), queries)
     rows.append({**rows[0], "backend": "onnx", "query_p50_ms": round(t_lat["p50_ms"], 3),
                  "query_p90_ms": round(t_lat["p90_ms"], 3)})  # fmt: skip
     seen: dict[str, tuple[dict[str, float], float, float, float, str]] = {}
@@ -164,7 +165,7 @@ def measure_costs(points: list[str], threads: int, n_passages: int = 256) -> lis
             rate = corpus_rate(torch_model, s.batch_size, s.dtype)
             served = load_student(path, s.backend, s.max_seq_length, threads=threads)
             configure_threads(threads)
-            lat = query_encode_ms(query_path(served, s.query_prefix), queries)
+            lat = query_encode_ms(query_encoder(served, s.query_prefix), queries)
             params = sum(x.numel() for x in torch_model.parameters()) / 1e6
             seen[s.name] = (lat, rate, params, flops_per_token(torch_model) / t_flops, s.backend)
         lat, rate, params, flops, backend = seen[s.name]

@@ -22,11 +22,12 @@ import yaml
 
 from bench.common import machine_info, median, write_results
 from kd import compute
-from kd import index as kdindex
 from kd.config import ComputeConfig, IndexConfig, ModelConfig
 from kd.data.io import passage_text, read_corpus, read_qrels, read_queries
-from kd.metrics import evaluate
 from kd.paths import cache_dir
+from kd.retrieval import index as kdindex
+from kd.retrieval import search as kd_search
+from kd.retrieval.metrics import evaluate
 
 CONF = Path(__file__).resolve().parent.parent / "conf" / "index"
 DEPTH = 100
@@ -39,13 +40,13 @@ def conf(name: str) -> IndexConfig:
 def measure(
     index: faiss.Index, q: np.ndarray, docids: list[str], exact: list[set[str]], qids: list[str], qrels: Any
 ) -> dict[str, float]:
-    hits = kdindex.search(index, q, docids, DEPTH)
+    hits = kd_search.search(index, q, docids, DEPTH)
     recall = float(np.mean([len({d for d, _ in h} & e) / len(e) for h, e in zip(hits, exact)]))
-    quality = evaluate(qrels, kdindex.to_run(qids, hits))
+    quality = evaluate(qrels, kd_search.to_run(qids, hits))
     times = []
     for row in q:  # one query per call, as /search does
         t = time.perf_counter()
-        index.search(row[None, :], DEPTH)
+        kd_search.search_rows(index, row[None, :], DEPTH)
         times.append((time.perf_counter() - t) * 1000)
     return {
         "recall@100_vs_exact": recall,
@@ -81,7 +82,7 @@ def main() -> None:
     faiss.omp_set_num_threads(1)
 
     flat = kdindex.build(emb, IndexConfig(type="flat"))
-    exact = [{d for d, _ in h} for h in kdindex.search(flat, q, docids, DEPTH)]
+    exact = [{d for d, _ in h} for h in kd_search.search(flat, q, docids, DEPTH)]
     rows: list[dict[str, Any]] = []
 
     def add(name: str, cfg: IndexConfig) -> None:

@@ -54,6 +54,7 @@ from kd import artifacts  # noqa: E402
 from kd.config import Params, check_backend, load_params  # noqa: E402
 from kd.data.io import read_queries  # noqa: E402
 from kd.errors import KDError  # noqa: E402
+from kd.retrieval.search import search_rows  # noqa: E402
 from service.engine import Engine, Settings, load_engine  # noqa: E402
 
 
@@ -99,7 +100,7 @@ def calls(
         return e.encode([queries[i % len(queries)]])
 
     def faiss(e: Engine, emb: Any, k: int, i: int) -> Any:
-        return e.faiss.search(emb, k)
+        return search_rows(e.faiss, emb, k)
 
     def shared(e: Engine, n: int, i: int) -> Any:  # one coalesced call: n different queries, padded together
         assert e.fast_encode is not None

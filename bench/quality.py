@@ -49,7 +49,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--backends",
         default="torch,onnx,onnx-int8,onnx-int8:full",
-        help="comma-separated; `onnx-int8:full` = the int8 recipe that quantizes every op (kd.onnx_export.RECIPES)",
+        help="comma-separated; `onnx-int8:full` = the int8 recipe that quantizes every op (kd.models.onnx_export.RECIPES)",
     )
     ap.add_argument("--max-passages", type=int, default=2000, help="size of the docs slice")
     ap.add_argument("--use-data", action="store_true", help="use <root>/data (the pipeline's dataset) instead")
@@ -63,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     started = time.perf_counter()
-    import faiss
-
-    from kd.backends import load_student
-    from kd.metrics import evaluate, paired_test, per_query
-    from kd.runtime import configure_threads
+    from kd.models.backends import load_student
+    from kd.models.loading import encode
+    from kd.models.runtime import configure_threads
+    from kd.retrieval import search
+    from kd.retrieval.metrics import evaluate, paired_test, per_query
 
     specs = [b.strip() for b in args.backends.split(",") if b.strip()]
     for spec in specs:
@@ -99,17 +99,14 @@ def main(argv: list[str] | None = None) -> int:
         backend, recipe = parse_variant(b)
         model = load_student(ws.student_dir, backend, p.student.max_seq_length, recipe=recipe)  # type: ignore[arg-type]
         t0 = time.perf_counter()
-        corpus_emb[b] = _encode(model, texts, p.student.batch_size)
+        corpus_emb[b] = encode(model, texts, batch_size=p.student.batch_size)
         encode_s[b] = round(time.perf_counter() - t0, 1)
-        query_emb[b] = _encode(model, qtexts, p.student.batch_size)
+        query_emb[b] = encode(model, qtexts, batch_size=p.student.batch_size)
         log.info("%-9s corpus encoded in %.1f s", b, encode_s[b])
         del model
 
     def run_of(c: np.ndarray, q: np.ndarray) -> dict[str, dict[str, float]]:
-        index = faiss.IndexFlatIP(c.shape[1])
-        index.add(c)
-        scores, rows = index.search(q, 100)
-        return {qid: {docids[r]: float(s) for r, s in zip(rr, ss) if r >= 0} for qid, rr, ss in zip(qids, rows, scores)}
+        return search.to_run(qids, search.search(search.exact_index(c), q, docids, 100))
 
     runs = {b: run_of(corpus_emb[b], query_emb[b]) for b in backends}
     ref = evaluate(qrels, runs["torch"])
@@ -170,13 +167,6 @@ def main(argv: list[str] | None = None) -> int:
     write_results("quality", result, md, args.out)
     print(md)
     return 0
-
-
-def _encode(model: Any, texts: list[str], batch_size: int) -> np.ndarray:
-    emb = model.encode(
-        texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
-    )
-    return np.ascontiguousarray(emb, dtype=np.float32)
 
 
 def _top(run: dict[str, float], k: int) -> list[str]:

@@ -222,7 +222,7 @@ def write_params(base: Path, out: Path, **service: Any) -> Path:
 
 
 def cpu_flags() -> dict[str, Any]:
-    from kd.runtime import use_bf16
+    from kd.models.runtime import use_bf16
 
     flags = ""
     try:

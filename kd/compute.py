@@ -34,13 +34,13 @@ from typing import Any
 import numpy as np
 
 from kd.atomic import atomic_path, write_text
-from kd.backends import load_student
 from kd.config import COMPUTE_BACKENDS, ComputeConfig, ModelConfig
 from kd.errors import ArtifactError, ConfigError, KDError
-from kd.model_store import model_fingerprint, resolve
-from kd.models import encode, initial_student
-from kd.runtime import corpus_backend_for, use_bf16
-from kd.teacher import BiEncoderTeacher, load_teacher
+from kd.models.backends import load_student
+from kd.models.loading import encode, initial_student
+from kd.models.runtime import corpus_backend_for, use_bf16
+from kd.models.store import model_fingerprint, resolve
+from kd.models.teacher import BiEncoderTeacher, load_teacher
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,8 @@ class ComputeError(KDError):
 class ModelSpec:
     """What a worker loads, as plain config: picklable, so Ray ships this instead of the model.
 
-    `role=student`: `kd.backends.load_student(model_dir or cfg.model, cfg.corpus_backend, ...)`;
-    `role=teacher`: `kd.teacher.load_teacher(cfg)` (bi- or cross-encoder). `text` picks the prefix
+    `role=student`: `kd.models.backends.load_student(model_dir or cfg.model, cfg.corpus_backend, ...)`;
+    `role=teacher`: `kd.models.teacher.load_teacher(cfg)` (bi- or cross-encoder). `text` picks the prefix
     `encode_texts` applies: `passage` or `query`.
     """
 
@@ -502,7 +502,7 @@ def score_pairs(
 @dataclass(frozen=True)
 class PairScorer:
     """A teacher's `score(queries, passages)` run through `score_pairs`: what stage `teacher` hands
-    `kd.teacher.score_groups` for a cross-encoder under `compute=ray`, one Ray pass per chunk of
+    `kd.distill.teacher_scores.score_groups` for a cross-encoder under `compute=ray`, one Ray pass per chunk of
     `teacher.chunk_groups` groups (raise it on a cluster, so actor start-up and model load amortise)."""
 
     spec: ModelSpec

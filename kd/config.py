@@ -42,7 +42,7 @@ CORPUS_BACKENDS: Final[tuple[str, ...]] = ("auto", *BACKENDS)
 def check_corpus_backend(value: str, key: str) -> str:
     """`value` if it can encode a corpus (`auto` or a backend), else a ConfigError naming `key`.
 
-    `auto` resolves per CPU (`kd.runtime.corpus_backend_for`): torch where bf16 is native, int8 elsewhere.
+    `auto` resolves per CPU (`kd.models.runtime.corpus_backend_for`): torch where bf16 is native, int8 elsewhere.
     """
     if value not in CORPUS_BACKENDS:
         raise ConfigError(
@@ -61,6 +61,7 @@ def check_dtype(value: str, key: str) -> str:
     return value
 
 PARAMS_FILE = Path("params.yaml")
+DEFAULT_SEED = 13  # `seed`: the one default every seeded step falls back to
 
 
 @dataclass(frozen=True)
@@ -161,12 +162,12 @@ class MiningConfig:
     pseudo_queries: int = 0  # spans cropped from passages, labelled by the teacher over the corpus (0 = off)
     pseudo_min_words: int = 6
     pseudo_max_words: int = 20
-    question_share: float = 0.0  # share of training queries rewritten as questions by a template (kd.pseudo)
+    question_share: float = 0.0  # share of training queries rewritten as questions by a template (kd.distill.pseudo)
 
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Weights and temperatures of the losses summed by `kd.losses.combined` (a weight of 0 drops the term)."""
+    """Weights and temperatures of the losses summed by `kd.distill.losses.combined` (a weight of 0 drops the term)."""
 
     margin_mse: float = 0.6
     listwise_kl: float = 0.2
@@ -195,7 +196,7 @@ class TrainConfig:
     workers: int = 1  # > 1: data-parallel (DDP) workers on Ray Train, on the cluster of `compute`
     interpolate: float = 0.5  # WiSE-FT: keep interpolate*trained + (1-interpolate)*initial weights (1 = trained)
     interpolate_grid: list[float] = field(default_factory=list)  # also score these mixes on the dev pool (a curve)
-    corpus_epochs: int = 0  # epochs over unjudged corpus passages toward the teacher's rows before ranking (kd.corpus_fit)
+    corpus_epochs: int = 0  # epochs over unjudged corpus passages toward the teacher's rows before ranking (kd.distill.corpus_fit)
 
     def seed_or(self, default: int) -> int:
         """Training's seed: `seed` when set, else `default` (the top-level seed)."""
@@ -279,7 +280,7 @@ class ServiceConfig:
 class Params:
     """Every section of the pipeline's parameters (params.yaml), typed; see `params_from_dict` and `load_params`."""
 
-    seed: int = 13
+    seed: int = DEFAULT_SEED
     data: DataConfig = field(default_factory=PythonDocsFaqData)
     # the roles' defaults are conf/teacher/mpnet.yaml and conf/student/minilm.yaml (tests/test_config.py)
     teacher: ModelConfig = field(default_factory=lambda: ModelConfig(
@@ -419,7 +420,7 @@ PASSAGE_SOURCES: Final[tuple[str, ...]] = ("student", "teacher")
 def check_layers(layers: list[int] | None, key: str = "student.layers") -> None:
     """`layers` (transformer layers to keep) must be null or a non-empty, strictly increasing list of indices >= 0.
 
-    Whether the last index exists in the checkpoint is checked when it loads (`kd.models.cut_layers`).
+    Whether the last index exists in the checkpoint is checked when it loads (`kd.models.loading.cut_layers`).
     """
     if layers is None:
         return

@@ -24,18 +24,27 @@ import msgspec
 import numpy as np
 
 from kd import artifacts
-from kd.backends import OnnxQueryEncoder
 from kd.config import Params, ServiceConfig
 from kd.data.io import passage_text
 from kd.errors import ArtifactError, ConfigError, ModelLoadError
-from kd.index import LoadedIndex
+from kd.models.backends import OnnxQueryEncoder
+from kd.models.loading import encode
+from kd.retrieval.index import LoadedIndex
+from kd.retrieval.search import (
+    RowHits,
+    encode_queries,
+    rerank_hits,
+    score_matrix_groups,
+    score_text_groups,
+    search_rows,
+)
 from service.schemas import Limits, ReadyInfo, RegistryInfo, StudentInfo, TeacherInfo
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-    from kd.teacher import Teacher
-    from kd.teacher_corpus import TeacherCorpus
+    from kd.models.teacher import Teacher
+    from kd.models.teacher_corpus import TeacherCorpus
 
 log = logging.getLogger("service")
 
@@ -199,73 +208,40 @@ class Engine:
         """L2-normalised float32 query embeddings, all queries in one forward pass."""
         texts = [self.query_prefix + q for q in queries] if self.query_prefix else queries
         if self.fast_encode is not None:  # no lock: its tokenizer is never reconfigured, and a session runs concurrently
-            return self.fast_encode(texts)
+            return encode_queries(self.student, texts, self.fast_encode)
         with self._student_lock:
-            emb = self.student.encode(
-                texts,
-                batch_size=max(len(texts), 1),
-                convert_to_numpy=True,
-                normalize_embeddings=True,
-                show_progress_bar=False,
-            )
-        return np.ascontiguousarray(emb, dtype=np.float32)
+            return encode_queries(self.student, texts)
 
     def encode_texts(self, texts: list[str], normalize: bool) -> np.ndarray:
         """`POST /encode`: the student's embeddings of texts as given (passages: no query prefix)."""
         with self._student_lock:
-            emb = self.student.encode(
-                texts,
-                batch_size=min(max(len(texts), 1), 32),
-                convert_to_numpy=True,
-                normalize_embeddings=normalize,
-                show_progress_bar=False,
-            )
-        return np.ascontiguousarray(emb, dtype=np.float32)
+            emb = encode(self.student, texts, batch_size=min(max(len(texts), 1), 32), normalize=normalize)
+        return np.ascontiguousarray(emb)
 
-    def search(
-        self, queries: list[str], k: int, rerank: bool = False, rerank_depth: int = 0
-    ) -> list[list[tuple[int, float]]]:
+    def search(self, queries: list[str], k: int, rerank: bool = False, rerank_depth: int = 0) -> RowHits:
         """Per query, `(row, score)` best first: student cosine, or teacher score when reranking.
 
         With `rerank`, the teacher re-scores the student's top max(k, rerank_depth) and the best k are kept.
         """
-        emb = self.encode(queries)
-        depth = min(max(k, rerank_depth) if rerank else k, self.corpus_size)
-        scores, rows = self.faiss.search(emb, depth)
-        hits = [
-            [(int(r), float(s)) for r, s in zip(row_ids, row_scores, strict=True) if r >= 0]
-            for row_ids, row_scores in zip(rows, scores, strict=True)
-        ]
+        hits = search_rows(self.faiss, self.encode(queries), max(k, rerank_depth) if rerank else k)
         if not rerank:
             return hits
-        return self._rerank(queries, hits, k)
+        scores = self._teacher_scores(queries, hits)
+        return [rerank_hits(h, s, k) for h, s in zip(hits, scores, strict=True)]
 
-    def _teacher_scores(self, queries: list[str], hits: list[list[tuple[int, float]]]) -> list[np.ndarray]:
+    def _teacher_scores(self, queries: list[str], hits: RowHits) -> list[np.ndarray]:
         if self.teacher is None:
             raise RuntimeError("rerank requested but no teacher is loaded")
         if self._teacher_emb is not None:
-            from kd.teacher import BiEncoderTeacher
+            from kd.models.teacher import BiEncoderTeacher
 
             assert isinstance(self.teacher, BiEncoderTeacher)
             with self._teacher_lock:
                 q_emb = self.teacher.encode_queries(queries)
-            return [self._teacher_emb[[r for r, _ in h]] @ q for q, h in zip(q_emb, hits, strict=True)]
-        pair_queries = [q for q, h in zip(queries, hits, strict=True) for _ in h]
-        pair_passages = [passage_text(self.passages[r]) for h in hits for r, _ in h]
+            return score_matrix_groups(q_emb, [self._teacher_emb[[r for r, _ in h]] for h in hits])
+        passages = [[passage_text(self.passages[r]) for r, _ in h] for h in hits]
         with self._teacher_lock:
-            flat = self.teacher.score(pair_queries, pair_passages) if pair_queries else np.zeros(0, np.float32)
-        out, start = [], 0
-        for h in hits:
-            out.append(np.asarray(flat[start : start + len(h)], dtype=np.float32))
-            start += len(h)
-        return out
-
-    def _rerank(self, queries: list[str], hits: list[list[tuple[int, float]]], k: int) -> list[list[tuple[int, float]]]:
-        out: list[list[tuple[int, float]]] = []
-        for h, scores in zip(hits, self._teacher_scores(queries, hits), strict=True):
-            order = np.argsort(-scores, kind="stable")[:k]
-            out.append([(h[i][0], float(scores[i])) for i in order])
-        return out
+            return score_text_groups(self.teacher.score, queries, passages)
 
     def warm_up(self) -> None:
         """One real search (and teacher score) at startup, so the first request does not pay for lazy init."""
@@ -360,7 +336,7 @@ def _opt_str(value: Any) -> str | None:
 
 def load_teacher_corpus(settings: Settings) -> TeacherCorpus | None:
     """The bi-encoder teacher's passage embeddings, or None (pair scoring) when absent or a cross-encoder's."""
-    from kd import teacher_corpus
+    from kd.models import teacher_corpus
 
     where = settings.teacher_corpus_path
     if settings.params.teacher.kind != "bi_encoder":
@@ -398,11 +374,11 @@ def resolve_student(settings: Settings) -> tuple[Path, RegistryInfo | None]:
 
 def load_engine(settings: Settings) -> Engine:
     """Validate, then load everything once. Every failure is a KDError whose message names the fix."""
-    from kd import index as kd_index
-    from kd.backends import load_student
-    from kd.models import check_prompts
-    from kd.runtime import configure_threads
-    from kd.teacher import load_teacher
+    from kd.models.backends import load_student
+    from kd.models.loading import check_prompts
+    from kd.models.runtime import configure_threads
+    from kd.models.teacher import load_teacher
+    from kd.retrieval import index as kd_index
 
     check_service_config(settings.service)
     student_dir, registry = resolve_student(settings)

@@ -9,15 +9,16 @@ encode runs where `compute` says (`kd.compute`), in shards kept under `.cache/en
 
 from pathlib import Path
 
-from kd import artifacts, compute, index
+from kd import artifacts, compute
 from kd.atomic import atomic_dir
-from kd.backends import load_student
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import SPLITS, passage_text, read_dataset
-from kd.metrics import write_trec
-from kd.models import encode, initial_student
+from kd.models.backends import load_student
+from kd.models.loading import encode, initial_student
 from kd.paths import cache_dir, sweep_stale
+from kd.retrieval import index, search
+from kd.retrieval.metrics import write_trec
 
 OUT = artifacts.BASELINE
 TEACHER_CORPUS = artifacts.TEACHER_CORPUS
@@ -41,7 +42,7 @@ def main(p: Params) -> None:
         for split in SPLITS:
             qids = list(ds.queries[split])
             q_emb = encode(model, [ds.queries[split][q] for q in qids], p.student.query_prefix, p.student.batch_size)
-            run = index.to_run(qids, index.search(idx, q_emb, docids, p.eval.depth))
+            run = search.to_run(qids, search.search(idx, q_emb, docids, p.eval.depth))
             write_trec(run, tmp / "runs" / f"{split}.trec", "untrained")
 
 

@@ -3,12 +3,13 @@
 import logging
 from pathlib import Path
 
-from kd import artifacts, bm25
+from kd import artifacts
 from kd.atomic import atomic_dir
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import SPLITS, read_dataset
-from kd.metrics import evaluate, write_trec
+from kd.retrieval import bm25
+from kd.retrieval.metrics import evaluate, write_trec
 
 OUT = artifacts.BM25
 

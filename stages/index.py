@@ -11,14 +11,15 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from kd import artifacts, compute, index, tracking
-from kd.backends import load_student
+from kd import artifacts, compute, tracking
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
 from kd.errors import ArtifactError
+from kd.models.backends import load_student
+from kd.models.runtime import corpus_encoder
 from kd.paths import cache_dir, sweep_stale
-from kd.runtime import corpus_encoder
+from kd.retrieval import index
 
 STUDENT = artifacts.STUDENT
 OUT = artifacts.INDEX

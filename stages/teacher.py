@@ -15,22 +15,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kd import artifacts, compute, teacher_corpus
+from kd import artifacts, compute
 from kd.atomic import atomic_path
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
+from kd.distill.teacher_scores import normalize_groups, normalize_scores, score_groups
 from kd.errors import DataError
+from kd.models import teacher_corpus
+from kd.models.teacher import BiEncoderTeacher, load_teacher, model_key
+from kd.models.teacher_cache import CachedTeacher
 from kd.paths import cache_dir
-from kd.teacher import (
-    BiEncoderTeacher,
-    CachedTeacher,
-    load_teacher,
-    model_key,
-    normalize_groups,
-    normalize_scores,
-    score_groups,
-)
 
 NEGATIVES = artifacts.NEGATIVES
 TEACHER_CORPUS = artifacts.TEACHER_CORPUS

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from kd import artifacts, compute, teacher_corpus
+from kd import artifacts, compute
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
-from kd.models import check_layers_exist
+from kd.models import teacher_corpus
+from kd.models.loading import check_layers_exist
+from kd.models.runtime import corpus_backend_for
+from kd.models.teacher import corpus_key
 from kd.paths import cache_dir, sweep_stale
-from kd.runtime import corpus_backend_for
-from kd.teacher import corpus_key
 
 OUT = artifacts.TEACHER_CORPUS
 

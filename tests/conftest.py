@@ -65,7 +65,7 @@ def build_kwargs(params) -> dict:
 @pytest.fixture(scope="session")
 def doc_sources():
     """(the `_sources` folder of python3.11-doc, its version), fetched once into .cache/debian."""
-    from kd.data.python_docs_faq import fetch_debian_docs
+    from kd.data.debian import fetch_debian_docs
 
     return fetch_debian_docs("python3.11-doc", cache=ROOT / ".cache" / "debian")
 
@@ -81,6 +81,6 @@ def faq_full(doc_sources, params):
 
 @pytest.fixture(scope="session")
 def minilm():
-    from kd.models import load_bi_encoder
+    from kd.models.loading import load_bi_encoder
 
     return load_bi_encoder("minilm")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kd import onnx_export
-from kd.model_store import minilm_path
+from kd.models import onnx_export
+from kd.models.store import minilm_path
 
 
 @dataclass

@@ -21,9 +21,9 @@ def judged_test_queries(root: Path) -> dict[str, tuple[str, set[str]]]:
 
 def teacher_corpus_dir(root: Path, params: Params, out: Path) -> Path:
     """The smoke run's teacher passage embeddings; built here (same maths as stage teacher_corpus) if it has none."""
-    from kd import teacher_corpus
     from kd.data.io import passage_text
-    from kd.teacher import BiEncoderTeacher, load_teacher, model_key
+    from kd.models import teacher_corpus
+    from kd.models.teacher import BiEncoderTeacher, load_teacher, model_key
 
     made = root / "artifacts" / "teacher_corpus"
     meta = made / teacher_corpus.META

@@ -1,4 +1,4 @@
-"""Student backends (kd.backends): parity of ONNX and int8 with PyTorch, the fast query encoder, bf16."""
+"""Student backends (kd.models.backends): parity of ONNX and int8 with PyTorch, the fast query encoder, bf16."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("optimum.onnxruntime")
 
-from kd import backends  # noqa: E402
 from kd.config import BACKENDS  # noqa: E402
 from kd.errors import ConfigError  # noqa: E402
-from kd.models import encode
+from kd.models import backends  # noqa: E402
+from kd.models.loading import encode
 from tests.onnx_fixtures import Exported  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import kd.pyserini_shim  # noqa: F401  (before pyserini)
-from kd import bm25
-from kd.metrics import evaluate
+import kd.retrieval.pyserini_shim  # noqa: F401  (before pyserini)
+from kd.retrieval import bm25
+from kd.retrieval.metrics import evaluate
 
 
 @pytest.fixture(scope="module")

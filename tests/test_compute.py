@@ -74,7 +74,7 @@ def test_local_equals_ray_with_minilm():
     on_ray = encode_texts(TEXTS, spec, RAY)
     assert local.shape == on_ray.shape == (50, 384) and local.dtype == on_ray.dtype == np.float32
     np.testing.assert_allclose(on_ray, local, atol=1e-5)
-    from kd.models import encode, load_bi_encoder
+    from kd.models.loading import encode, load_bi_encoder
 
     whole = encode(load_bi_encoder("minilm"), TEXTS)  # one call, no shards: the rows line up with the inputs
     np.testing.assert_allclose(local, whole, atol=1e-5)
@@ -85,7 +85,7 @@ def cross_encoder_dir(tmp_path_factory):
     """A small cross-encoder saved once (MiniLM body + a fresh head), so both paths load the same weights."""
     from sentence_transformers import CrossEncoder
 
-    from kd.model_store import minilm_path
+    from kd.models.store import minilm_path
 
     out = tmp_path_factory.mktemp("ce")
     CrossEncoder(str(minilm_path()), num_labels=1, device="cpu").save(str(out))
@@ -101,7 +101,7 @@ def test_score_pairs_cross_encoder_local_equals_ray(cross_encoder_dir, tmp_path)
     on_ray = score_pairs(qs, ps, spec, RAY, tmp_path / "ray")
     assert local.shape == (20,)
     np.testing.assert_allclose(on_ray, local, atol=1e-4)
-    from kd.teacher import load_teacher
+    from kd.models.teacher import load_teacher
 
     np.testing.assert_allclose(local, load_teacher(cfg).score(qs, ps), atol=1e-4)
 
@@ -110,7 +110,9 @@ def test_cross_encoder_groups_scored_on_ray_equal_local(cross_encoder_dir, tmp_p
     """Stage `teacher` under compute=ray: score_groups with the Ray pair scorer == the in-process teacher."""
     import pandas as pd
 
-    from kd.teacher import CachedTeacher, load_teacher, score_groups
+    from kd.distill.teacher_scores import score_groups
+    from kd.models.teacher import load_teacher
+    from kd.models.teacher_cache import CachedTeacher
 
     cfg = ModelConfig(name="ce", model=str(cross_encoder_dir), kind="cross_encoder", max_seq_length=64, batch_size=8)
     groups = pd.DataFrame({"qid": ["q0", "q1", "q2"], "pos_id": ["d0", "d3", "d6"],
@@ -267,10 +269,10 @@ def test_index_stage_on_ray_matches_local(tmp_path, monkeypatch):
 
     import faiss
 
-    from kd import index as kdindex
     from kd.config import IndexConfig, Params
     from kd.data.io import SPLITS, Dataset, write_dataset
-    from kd.model_store import minilm_path
+    from kd.models.store import minilm_path
+    from kd.retrieval import index as kdindex
     from stages import index as index_stage
 
     corpus = {f"d{i:02d}": {"title": f"t{i}", "text": t} for i, t in enumerate(TEXTS[:30])}

@@ -1,4 +1,4 @@
-"""kd.corpus_fit: a student trained on (passage, teacher embedding) pairs moves toward the teacher."""
+"""kd.distill.corpus_fit: a student trained on (passage, teacher embedding) pairs moves toward the teacher."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from kd.config import ModelConfig, params_from_dict
-from kd.corpus_fit import EmbedLoss, corpus_targets, fit_corpus
+from kd.distill.corpus_fit import EmbedLoss, corpus_targets, fit_corpus
 from kd.errors import ConfigError
-from kd.models import encode, initial_student, load_bi_encoder
+from kd.models.loading import encode, initial_student, load_bi_encoder
 
 STATIC = ModelConfig(name="static", kind="static", model="minilm", backend="torch", corpus_backend="torch")
 TEXTS = [f"The {mod} module can {verb} files and directories, see section {i}." for i, (mod, verb) in

@@ -1,57 +1,19 @@
-"""kd.evaluation: teacher rerank re-orders the head and keeps the tail; the teacher-view scorers agree."""
+"""kd.retrieval.evaluation: the teacher ratio, gap closed and their intervals; the report, the table rows and
+the MLflow names, from hand-made numbers."""
 
 import numpy as np
 import pytest
 
-from kd.config import ModelConfig
-from kd.evaluation import (
+from kd.retrieval.evaluation import (
+    NOT_COMPUTED,
     gap_intervals,
     gap_summary,
     markdown_table,
-    rerank,
-    teacher_run,
-    text_pair_scorer,
-    view_pair_scorer,
+    report_markdown,
+    split_summary,
+    table_rows,
+    tracked_metrics,
 )
-from kd.teacher import BiEncoderTeacher, load_teacher
-from kd.teacher_corpus import TeacherCorpus
-
-DOCS = {
-    "a": "The Eiffel Tower is a landmark in Paris.",
-    "b": "To read a text file, open it with open() and call read().",
-    "c": "Lists can be sorted in place with list.sort().",
-    "d": "Reading a file: open() returns a file object whose read() method returns its contents.",
-}
-QUERIES = {"q": "How do I read a file?"}
-
-
-@pytest.fixture(scope="module")
-def teacher() -> BiEncoderTeacher:
-    t = load_teacher(ModelConfig(name="minilm", model="minilm", max_seq_length=64))
-    assert isinstance(t, BiEncoderTeacher)
-    return t
-
-
-def test_rerank_reorders_top_k_only(teacher: BiEncoderTeacher) -> None:
-    run = {"q": {"a": 0.9, "b": 0.8, "c": 0.7, "d": 0.6}}
-    out = rerank(run, 3, text_pair_scorer(QUERIES, DOCS, teacher))
-    order = sorted(out["q"], key=lambda d: -out["q"][d])
-    assert order[0] == "b"  # the teacher lifts the relevant passage to the top
-    assert order[-1] == "d"  # beyond the rerank depth, untouched even though it is relevant
-    assert set(order) == set(run["q"])
-
-
-def test_view_scorer_equals_text_scorer_and_teacher_run(teacher: BiEncoderTeacher) -> None:
-    ids = sorted(DOCS)
-    view = TeacherCorpus(ids, teacher.encode_passages([DOCS[d] for d in ids]), {})
-    q_emb = {"q": teacher.encode_queries([QUERIES["q"]])[0]}
-    pairs = [("q", d) for d in ids]
-    by_view = view_pair_scorer(q_emb, view)(pairs)
-    by_text = text_pair_scorer(QUERIES, DOCS, teacher)(pairs)
-    np.testing.assert_allclose(by_view, by_text, atol=1e-5)
-    run = teacher_run(q_emb, view, 2)
-    best_two = [ids[i] for i in np.argsort(-by_text)[:2]]
-    assert list(run["q"]) == best_two  # exact search over the view, best first
 
 
 def test_gap_summary_by_hand() -> None:
@@ -105,3 +67,62 @@ def test_gap_intervals_cover_the_point_and_shrink_with_more_questions() -> None:
 def test_markdown_table() -> None:
     md = markdown_table({"bm25": {"nDCG@10": 0.25}}, ["nDCG@10"])
     assert "| bm25 | 0.2500 |" in md
+
+
+TABLE = {
+    "untrained": {"nDCG@10": 0.4, "MRR@10": 0.3},
+    "kd": {"nDCG@10": 0.6, "MRR@10": 0.5},
+    "teacher": {"nDCG@10": 0.8, "MRR@10": 0.7},
+}
+PER_QUERY = {
+    "untrained": {"q1": 0.2, "q2": 0.4, "q3": 0.6},
+    "kd": {"q1": 0.5, "q2": 0.6, "q3": 0.7},
+    "teacher": {"q1": 0.7, "q2": 0.8, "q3": 0.9},
+}
+
+
+def metrics_of(table: dict[str, dict[str, float]], per_query: dict[str, dict[str, float]]) -> dict[str, object]:
+    summary = split_summary(table, per_query)
+    return {"queries": {"dev": 3}, "dev": {"table": table, **summary, "kd_ndcg@10_by_query_backend": {"onnx": 0.6}}}
+
+
+def test_split_summary_with_and_without_the_teacher() -> None:
+    with_teacher = split_summary(TABLE, PER_QUERY)
+    assert with_teacher["student_over_teacher"] == pytest.approx(0.75)
+    assert with_teacher["gap_closed"] == pytest.approx(0.5)
+    assert with_teacher["kd_vs_untrained_ndcg@10"]["mean_diff"] == pytest.approx(0.2)  # type: ignore[index]
+    without = split_summary({k: v for k, v in TABLE.items() if k != "teacher"}, PER_QUERY)
+    assert without["teacher_alone"] == NOT_COMPUTED and "gap_closed" not in without
+
+
+def test_report_rows_and_mlflow_names() -> None:
+    metrics = metrics_of(TABLE, PER_QUERY)
+    md = report_markdown(metrics, 100, "torch (float32)", ["nDCG@10"])
+    assert md.startswith("### dev (3 queries, full corpus of 100 passages)")
+    assert "| kd | 0.6000 |" in md and "KD / teacher 75.0%" in md and "gap closed 50.0%" in md
+    assert "corpus encoded with torch (float32)): onnx 0.6000" in md
+    assert table_rows(metrics, ["nDCG@10", "MRR@10"])[1] == ["dev", "kd", 0.6, 0.5]
+    flat = tracked_metrics(metrics)
+    assert flat["dev.kd.nDCG@10"] == 0.6 and flat["dev.gap_closed"] == pytest.approx(0.5)
+    assert flat["dev.kd_ndcg_at_10.backend.onnx"] == 0.6
+    assert flat["dev.gap_closed_ci95_low"] <= 0.5 <= flat["dev.gap_closed_ci95_high"]
+    no_teacher = metrics_of({k: v for k, v in TABLE.items() if k != "teacher"}, PER_QUERY)
+    assert f"teacher alone {NOT_COMPUTED}" in report_markdown(no_teacher, 100, "torch", ["nDCG@10"])
+    assert not any("gap_closed" in k for k in tracked_metrics(no_teacher))
+
+
+def test_split_systems_in_table_order_and_the_rerank_of_the_served_backend(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from kd.retrieval.evaluation import split_systems, write_runs
+
+    fixed = {"bm25": {"q": {"a": 2.0}}, "untrained": {"q": {"b": 1.0}}}
+    by_backend = {"onnx": {"q": {"a": 0.9, "b": 0.8, "c": 0.7}}, "torch": {"q": {"c": 0.9}}}
+    prefer_b = lambda pairs: np.array([1.0 if d == "b" else 0.0 for _, d in pairs])  # noqa: E731
+    runs = split_systems(fixed, by_backend, "onnx", (prefer_b, {"q": {"c": 1.0}}), rerank_depth=2)
+    assert list(runs) == ["bm25", "untrained", "kd", "teacher", "kd+rerank@2"]
+    assert runs["kd"] == by_backend["onnx"]
+    assert sorted(runs["kd+rerank@2"]["q"], key=lambda d: -runs["kd+rerank@2"]["q"][d]) == ["b", "a", "c"]
+    assert "teacher" not in split_systems(fixed, by_backend, "torch", (prefer_b, None), 2)
+    write_runs(tmp_path / "runs", {"dev": runs})
+    assert sorted(p.name for p in (tmp_path / "runs" / "dev").iterdir()) == [
+        "bm25.trec", "kd.trec", "kd_rerank_at_2.trec", "teacher.trec", "untrained.trec",
+    ]  # fmt: skip

@@ -10,9 +10,10 @@ import faiss
 import numpy as np
 import pytest
 
-from kd import index as kdindex
 from kd.config import IndexConfig
 from kd.errors import ArtifactError, ConfigError
+from kd.retrieval import index as kdindex
+from kd.retrieval import search as kd_search
 
 N, DIM, K = 2000, 32, 10
 FLAT = IndexConfig(type="flat")
@@ -34,28 +35,28 @@ def data():
 
 def test_flat_is_exact(data):
     emb, queries, docids, _ = data
-    hits = kdindex.search(kdindex.build(emb, FLAT), queries, docids, K)
+    hits = kd_search.search(kdindex.build(emb, FLAT), queries, docids, K)
     scores = queries @ emb.T
     for row, h in zip(scores, hits, strict=True):
         assert h[0][0] == docids[int(np.argmax(row))]
         assert h[0][1] == pytest.approx(float(row.max()), abs=1e-5)
         assert [s for _, s in h] == sorted((s for _, s in h), reverse=True)
-    run = kdindex.to_run([f"q{i}" for i in range(len(hits))], hits)
+    run = kd_search.to_run([f"q{i}" for i in range(len(hits))], hits)
     assert len(run) == 50 and all(len(v) == K for v in run.values())
 
 
 def test_hnsw_recall_against_flat(data):
     emb, queries, docids, _ = data
-    exact = kdindex.search(kdindex.build(emb, FLAT), queries, docids, K)
-    approx = kdindex.search(kdindex.build(emb, HNSW), queries, docids, K)
+    exact = kd_search.search(kdindex.build(emb, FLAT), queries, docids, K)
+    approx = kd_search.search(kdindex.build(emb, HNSW), queries, docids, K)
     found = sum(len({d for d, _ in a} & {d for d, _ in e}) for a, e in zip(approx, exact, strict=True))
     assert found / (K * len(queries)) >= 0.95
 
 
 def test_build_is_deterministic(data):
     emb, queries, docids, _ = data
-    first = kdindex.search(kdindex.build(emb, HNSW), queries, docids, K)
-    second = kdindex.search(kdindex.build(emb, HNSW), queries, docids, K)
+    first = kd_search.search(kdindex.build(emb, HNSW), queries, docids, K)
+    second = kd_search.search(kdindex.build(emb, HNSW), queries, docids, K)
     assert first == second
 
 
@@ -82,7 +83,7 @@ def test_save_load_round_trip(saved, data):
     assert isinstance(loaded.index, faiss.IndexHNSWFlat) and loaded.index.hnsw.efSearch == 200
     original = kdindex.build(emb, HNSW)
     original.hnsw.efSearch = 200
-    assert kdindex.search(loaded.index, queries, docids, K) == kdindex.search(original, queries, docids, K)
+    assert kd_search.search(loaded.index, queries, docids, K) == kd_search.search(original, queries, docids, K)
 
 
 def _load_fails(folder, *patterns):
@@ -131,9 +132,9 @@ def test_corrupt_json(saved, name):
 def test_k_above_index_size_and_no_queries():
     emb = unit(3, 2)
     index = kdindex.build(emb, FLAT)
-    hits = kdindex.search(index, emb, ["a", "b", "c"], k=10)
+    hits = kd_search.search(index, emb, ["a", "b", "c"], k=10)
     assert [h[0][0] for h in hits] == ["a", "b", "c"] and all(len(h) == 3 for h in hits)
-    assert kdindex.search(index, emb[:0], ["a", "b", "c"], k=10) == []
+    assert kd_search.search(index, emb[:0], ["a", "b", "c"], k=10) == []
 
 
 # --- IVF-PQ (index=ivfpq) ---------------------------------------------------------------------------------
@@ -157,15 +158,15 @@ def _recall(approx, exact) -> float:
 def test_ivfpq_recall_against_flat():
     emb, queries = clustered(N, 0), clustered(50, 1)
     docids = [f"doc{i}" for i in range(N)]
-    exact = kdindex.search(kdindex.build(emb, FLAT), queries, docids, K)
+    exact = kd_search.search(kdindex.build(emb, FLAT), queries, docids, K)
     index = kdindex.build(emb, IVFPQ)
     assert isinstance(index, faiss.IndexIVFPQ) and index.ntotal == N and index.nprobe == 16
-    assert _recall(kdindex.search(index, queries, docids, K), exact) >= 0.6
+    assert _recall(kd_search.search(index, queries, docids, K), exact) >= 0.6
     narrow = kdindex.build(emb, dataclasses.replace(IVFPQ, nprobe=1))  # fewer lists probed: recall drops, still works
     assert (
         0
-        < _recall(kdindex.search(narrow, queries, docids, K), exact)
-        <= _recall(kdindex.search(index, queries, docids, K), exact)
+        < _recall(kd_search.search(narrow, queries, docids, K), exact)
+        <= _recall(kd_search.search(index, queries, docids, K), exact)
     )
     assert kdindex.bytes_per_vector(index) < DIM * 4  # 16 code bytes + 8 id bytes vs 128 float32 bytes
 
@@ -174,10 +175,10 @@ def test_ivfpq_recall_against_flat():
 def test_ivfpq_is_deterministic_and_batching_does_not_matter():
     emb, queries = clustered(N, 0), clustered(20, 1)
     docids = [f"doc{i}" for i in range(N)]
-    first = kdindex.search(kdindex.build(emb, IVFPQ), queries, docids, K)
-    assert first == kdindex.search(kdindex.build(emb, IVFPQ), queries, docids, K)
+    first = kd_search.search(kdindex.build(emb, IVFPQ), queries, docids, K)
+    assert first == kd_search.search(kdindex.build(emb, IVFPQ), queries, docids, K)
     one_batch = dataclasses.replace(IVFPQ, add_batch=10**6)
-    assert first == kdindex.search(kdindex.build(emb, one_batch), queries, docids, K)
+    assert first == kd_search.search(kdindex.build(emb, one_batch), queries, docids, K)
 
 
 @pytest.mark.slow
@@ -187,7 +188,7 @@ def test_ivfpq_from_memmap(tmp_path):
     mapped = np.load(tmp_path / "emb.npy", mmap_mode="r")
     docids = [f"doc{i}" for i in range(N)]
     q = clustered(5, 1)
-    assert kdindex.search(kdindex.build(mapped, IVFPQ), q, docids, K) == kdindex.search(
+    assert kd_search.search(kdindex.build(mapped, IVFPQ), q, docids, K) == kd_search.search(
         kdindex.build(emb, IVFPQ), q, docids, K
     )
 
@@ -219,4 +220,4 @@ def test_ivfpq_save_load_round_trip(tmp_path, data):
     loaded = kdindex.load(tmp_path / "index")
     assert isinstance(loaded.index, faiss.IndexIVFPQ) and loaded.index.nprobe == 4  # meta's nprobe wins
     built.nprobe = 4
-    assert kdindex.search(loaded.index, queries, docids, K) == kdindex.search(built, queries, docids, K)
+    assert kd_search.search(loaded.index, queries, docids, K) == kd_search.search(built, queries, docids, K)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from kd.config import LossConfig
-from kd.losses import (
+from kd.distill.losses import (
     combined,
     embed_cosine,
     in_batch_infonce,

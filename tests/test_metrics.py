@@ -8,7 +8,7 @@ import re
 import pytest
 
 from kd.errors import DataError
-from kd.metrics import cut, evaluate, paired_test, per_query, read_trec, write_trec
+from kd.retrieval.metrics import cut, evaluate, paired_test, per_query, read_trec, write_trec
 
 QRELS = {
     "q1": {"d1": 1, "d2": 1},

@@ -1,8 +1,8 @@
-"""kd.mining: candidate pools, false-negative filtering, fixed-size selection."""
+"""kd.distill.mining: candidate pools, false-negative filtering, fixed-size selection."""
 
 import random
 
-from kd import mining
+from kd.distill import mining
 
 
 def test_candidates_union_excludes_positives_and_held_out() -> None:
@@ -33,3 +33,38 @@ def test_select_hardest_survivors_then_pads_with_random() -> None:
     assert negs[:2] == ["c", "b"]  # 'a' (0.95 > positive) dropped; rest by teacher score
     assert srcs[:2] == ["bm25", "bm25"]
     assert sorted(negs[2:]) == ["y", "z"] and srcs[2:] == ["random", "random"]  # never a positive
+
+
+def test_score_candidates_by_matrix_and_by_pairs_agree_in_shape_and_order() -> None:
+    import numpy as np
+    import pytest
+
+    from kd.models.teacher_corpus import TeacherCorpus
+
+    groups = [mining.Candidates("q1", "a", ["b", "c"]), mining.Candidates("q2", "c", ["a"])]
+    view = TeacherCorpus(["a", "b", "c"], np.array([[1, 0], [0, 1], [0.6, 0.8]], dtype=np.float32), {})
+    q_emb = {"q1": np.array([1.0, 0.0], np.float32), "q2": np.array([0.0, 1.0], np.float32)}
+    by_view = mining.score_candidates(groups, {}, {}, None, view, q_emb)
+    assert by_view == [[1.0, 0.0, pytest.approx(0.6)], [pytest.approx(0.8), 0.0]]
+
+    class Pairs:  # a pair scorer that scores by text length, so the order of the pairs shows
+        def score(self, queries: list[str], passages: list[str]) -> np.ndarray:
+            return np.array([len(q) + len(p) / 10 for q, p in zip(queries, passages)], dtype=np.float32)
+
+    corpus = {d: {"title": "", "text": d * (i + 1)} for i, d in enumerate("abc")}
+    by_pairs = mining.score_candidates(groups, {"q1": "x", "q2": "yy"}, corpus, Pairs(), None, {})  # type: ignore[arg-type]
+    assert by_pairs == [pytest.approx([1.1, 1.2, 1.3]), pytest.approx([2.3, 2.1])]
+    with pytest.raises(TypeError, match="view"):
+        mining.score_candidates(groups, {}, {}, None, None, {})
+
+
+def test_training_groups_filter_pad_and_count_dropped() -> None:
+    from kd.config import MiningConfig
+
+    cfg = MiningConfig(num_negatives=2, fn_margin=0.1, fn_threshold=None)
+    groups = [mining.Candidates("q1", "p", ["n1", "fn", "n2"], ["bm25"] * 3, ["p"])]
+    scores = [[0.9, 0.5, 0.85, 0.4]]  # fn scores within the margin of the positive: a likely false negative
+    frame, dropped = mining.training_groups(groups, scores, {"q1": "query"}, {}, set(), cfg, seed=13)
+    assert dropped == 1
+    row = frame.iloc[0]
+    assert row["neg_ids"] == ["n1", "n2"] and row["sources"] == ["bm25", "bm25"] and row["teacher_q"] == []

@@ -1,4 +1,4 @@
-"""kd.model_store: config names resolve to local folders offline; fingerprints follow file content."""
+"""kd.models.store: config names resolve to local folders offline; fingerprints follow file content."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
-from kd.model_store import minilm_path, model_fingerprint, resolve, tiny_cross_encoder_path
+from kd.models.store import minilm_path, model_fingerprint, resolve, tiny_cross_encoder_path
 
 
 def test_resolve_packaged_name_local_folder_and_hub_id(tmp_path: Path) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from kd.config import ModelConfig
 from kd.errors import ModelLoadError
-from kd.models import check_prompts, encode, load_bi_encoder, save_prompts
-from kd.teacher import load_teacher
+from kd.models.loading import check_prompts, encode, load_bi_encoder, save_prompts
+from kd.models.teacher import load_teacher
 
 QUERY = "How do I copy a file in Python?"
 PARAPHRASE = "What is the way to duplicate a file using Python?"

@@ -1,4 +1,4 @@
-"""kd.onnx_export: the export's layout, its reuse while the checkpoint is unchanged, and bad input."""
+"""kd.models.onnx_export: the export's layout, its reuse while the checkpoint is unchanged, and bad input."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("optimum.onnxruntime")
 
-from kd import onnx_export  # noqa: E402
 from kd.errors import ConfigError  # noqa: E402
-from kd.model_store import model_fingerprint  # noqa: E402
-from kd.runtime import pick_quant_config  # noqa: E402
+from kd.models import onnx_export  # noqa: E402
+from kd.models.runtime import pick_quant_config  # noqa: E402
+from kd.models.store import model_fingerprint  # noqa: E402
 from tests.onnx_fixtures import Exported  # noqa: E402
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kd.data.io import read_dataset
-from kd.metrics import read_trec
+from kd.retrieval.metrics import read_trec
 from tests.pipeline_fixtures import sh
 
 pytestmark = [pytest.mark.slow, pytest.mark.pipeline]

@@ -1,11 +1,11 @@
-"""kd.pseudo: question-shaped spans cropped from passages, never from held-out passages."""
+"""kd.distill.pseudo: question-shaped spans cropped from passages, never from held-out passages."""
 
 import random
 
 import pytest
 
+from kd.distill.pseudo import as_question, crop, pseudo_queries, rewrite_as_questions, shape
 from kd.errors import DataError
-from kd.pseudo import as_question, crop, pseudo_queries, rewrite_as_questions, shape
 
 TEXT = "Lists are mutable sequences. You can sort a list in place with the sort method of the list. Done."
 

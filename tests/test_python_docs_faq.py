@@ -8,7 +8,8 @@ import textwrap
 import pytest
 
 from kd.data.io import validate
-from kd.data.python_docs_faq import build, chunk_sections, list_pages, load, parse_page
+from kd.data.python_docs_faq import build, chunk_sections, load
+from kd.data.rst import list_pages, parse_page
 from kd.errors import DataError
 from tests.conftest import build_kwargs
 

@@ -30,8 +30,8 @@ import pytest
 import yaml
 
 from kd.atomic import atomic_dir, atomic_path
-from kd.runtime import use_bf16
-from kd.teacher import score_groups
+from kd.distill.teacher_scores import score_groups
+from kd.models.runtime import use_bf16
 from tests.pipeline_fixtures import ROOT, SMOKE, copy_repo, env, sh, shared_cache  # smoke_repo etc.: conftest
 
 TOL = 1e-6
@@ -272,12 +272,12 @@ def test_bytecode_caches_do_not_invalidate_code_deps(smoke_repo: Path, smoke_cac
 # whatever the machine's speed; everything else is the stage as `dvc repro` runs it.
 SLOW_TEACHER = """
 import runpy, time
-import kd.teacher
-_score = kd.teacher.score_chunk
+import kd.distill.teacher_scores
+_score = kd.distill.teacher_scores.score_chunk
 def slow(*args, **kwargs):
     time.sleep(1.5)
     return _score(*args, **kwargs)
-kd.teacher.score_chunk = slow
+kd.distill.teacher_scores.score_chunk = slow
 runpy.run_module("stages.teacher", run_name="__main__", alter_sys=True)
 """
 

@@ -1,12 +1,12 @@
-"""kd.runtime: int8 config and bf16 choice from CPU flags, thread pools, the dtype vocabulary."""
+"""kd.models.runtime: int8 config and bf16 choice from CPU flags, thread pools, the dtype vocabulary."""
 
 from __future__ import annotations
 
 import pytest
 
-from kd import runtime
 from kd.config import check_dtype
 from kd.errors import ConfigError
+from kd.models import runtime
 
 
 def test_pick_quant_config() -> None:

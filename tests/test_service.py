@@ -26,12 +26,13 @@ import numpy as np
 import pytest
 from litestar.testing import TestClient
 
-from kd import index as kd_index
 from kd.config import Params, load_params
 from kd.data.io import passage_text
 from kd.errors import ArtifactError
-from kd.models import encode
-from kd.teacher import BiEncoderTeacher
+from kd.models.loading import encode
+from kd.models.teacher import BiEncoderTeacher
+from kd.retrieval import index as kd_index
+from kd.retrieval import search as kd_search
 from service.app import create_app
 from service.engine import Engine, Settings, load_engine, validate_artifacts
 from service.ops import RequestIdFilter
@@ -129,10 +130,10 @@ def test_results_ordered_and_k_respected(client: TestClient[Any], engine: Engine
 
 
 def test_results_are_the_index_results(client: TestClient[Any], engine: Engine) -> None:
-    """Same ids and cosines as encoding with kd.models.encode and searching with kd.index.search."""
+    """Same ids and cosines as encoding with kd.models.loading.encode and searching with kd.retrieval.search.search."""
     hits = post(client, "/search", {"query": QUERY, "k": 10}).json()["results"]
     emb = encode(engine.student, [QUERY], engine.query_prefix)
-    (expected,) = kd_index.search(engine.faiss, emb, engine.docids, 10)
+    (expected,) = kd_search.search(engine.faiss, emb, engine.docids, 10)
     assert [h["doc_id"] for h in hits] == [d for d, _ in expected]
     assert [h["score"] for h in hits] == pytest.approx([s for _, s in expected], abs=1e-4)
     by_id = {p["_id"]: p for p in engine.passages}
@@ -675,7 +676,7 @@ def test_integral_float_is_an_integer(client: TestClient[Any]) -> None:
 def test_bad_teacher_corpus_names_the_file(
     artifacts: tuple[Path, Path, Path, Params], engine: Engine, tc_dir: Path, tmp_path: Path
 ) -> None:
-    from kd import teacher_corpus
+    from kd.models import teacher_corpus
     from service.engine import load_teacher_corpus
 
     _, student_dir, index_dir, params = artifacts

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from kd.data.debian import _find_sources, fetch_debian_docs
 from kd.data.io import validate
-from kd.data.python_docs_faq import _find_sources, build, fetch_debian_docs, list_pages, load
+from kd.data.python_docs_faq import build, load
+from kd.data.rst import list_pages
 from kd.data.sphinx_html import parse_html_page
 
 PAGE = """<html><head><title>x</title><script>var hidden = 1;</script></head><body>

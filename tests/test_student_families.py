@@ -11,11 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from kd import index, teacher_corpus
 from kd.config import IndexConfig, ModelConfig, Params, params_from_dict
+from kd.distill.objective import DistillLoss, training_rows
 from kd.errors import ArtifactError, ConfigError
-from kd.models import cut_layers, initial_student, load_bi_encoder
-from kd.train import DistillLoss, training_rows
+from kd.models import teacher_corpus
+from kd.models.loading import cut_layers, initial_student, load_bi_encoder
+from kd.retrieval import index
 
 STATIC = {"kind": "static", "model": "minilm", "backend": "torch", "corpus_backend": "torch"}
 
@@ -99,7 +100,7 @@ def test_static_family_keys_are_checked():
 
 
 def write_view(tmp_path: Path, docids: list[str], texts: list[str], teacher: ModelConfig, dim: int) -> Path:
-    from kd.teacher import model_key
+    from kd.models.teacher import model_key
 
     emb = np.random.default_rng(0).normal(size=(len(docids), dim)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
@@ -240,7 +241,7 @@ def test_symmetric_static_keeps_its_epoch_on_the_whole_corpus(tmp_path_factory):
 
 
 def test_layers_beyond_the_checkpoint_fail_before_the_long_passes():
-    from kd.models import check_layers_exist
+    from kd.models.loading import check_layers_exist
 
     check_layers_exist(ModelConfig(model="minilm", layers=[0, 5]))  # in range: nothing to say
     with pytest.raises(ConfigError, match=r"student\.layers=\[0, 9\] names layer 9, but minilm has 6"):

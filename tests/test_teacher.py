@@ -1,4 +1,4 @@
-"""kd.teacher: both teacher kinds (raw cross-encoder logits, prefixes), the content-addressed cache, the chunked, resumable group scorer (real MiniLM teacher),
+"""kd.models.teacher: both teacher kinds (raw cross-encoder logits, prefixes), the content-addressed cache, the chunked, resumable group scorer (real MiniLM teacher),
 score normalisation, and concurrent writers (two real processes over one cache)."""
 
 from __future__ import annotations
@@ -12,22 +12,13 @@ import pandas as pd
 import pytest
 
 from kd.config import ModelConfig
+from kd.distill.teacher_scores import group_fingerprint, normalize_groups, normalize_scores, score_groups
 from kd.errors import ConfigError, ModelLoadError
-from kd.model_store import minilm_path, tiny_cross_encoder_pairs, tiny_cross_encoder_path
-from kd.models import encode, untrained_head
-from kd.teacher import (
-    BiEncoderTeacher,
-    CachedTeacher,
-    CrossEncoderTeacher,
-    VectorCache,
-    group_fingerprint,
-    load_teacher,
-    model_key,
-    normalize_groups,
-    normalize_scores,
-    score_groups,
-)
-from kd.teacher_corpus import TeacherCorpus
+from kd.models.loading import encode, untrained_head
+from kd.models.store import minilm_path, tiny_cross_encoder_pairs, tiny_cross_encoder_path
+from kd.models.teacher import BiEncoderTeacher, CrossEncoderTeacher, load_teacher, model_key
+from kd.models.teacher_cache import CachedTeacher, VectorCache
+from kd.models.teacher_corpus import TeacherCorpus
 from tests.pipeline_fixtures import ROOT, env
 
 CFG = ModelConfig(name="minilm", model="minilm", kind="bi_encoder", max_seq_length=64, batch_size=8)
@@ -189,7 +180,8 @@ import sys, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from kd.teacher import VectorCache, score_groups
+from kd.models.teacher_cache import VectorCache
+from kd.distill.teacher_scores import score_groups
 
 name, root = sys.argv[1], Path(sys.argv[2])
 (root / f"ready-{name}").touch()
@@ -275,7 +267,7 @@ def _raw_logits(model, pairs: list[tuple[str, str]]) -> np.ndarray:
     """The Hugging Face model's own logits, bypassing sentence-transformers' predict()."""
     import torch
 
-    from kd.model_store import cross_encoder_module
+    from kd.models.store import cross_encoder_module
 
     module = cross_encoder_module(model)
     enc = module.tokenizer([q for q, _ in pairs], [p for _, p in pairs], padding=True, truncation=True, return_tensors="pt")

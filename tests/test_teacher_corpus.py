@@ -1,12 +1,12 @@
-"""kd.teacher_corpus: the matrix round-trips; one that doesn't match the corpus is refused (the pass: test_compute)."""
+"""kd.models.teacher_corpus: the matrix round-trips; one that doesn't match the corpus is refused (the pass: test_compute)."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from kd import teacher_corpus
 from kd.errors import ArtifactError
+from kd.models import teacher_corpus
 
 
 def test_write_load_and_refusals(tmp_path: Path) -> None:
@@ -35,7 +35,7 @@ def test_int8_teacher_pass_has_its_own_key_and_stays_close(tmp_path: Path) -> No
 
     from kd.compute import ModelSpec, ShardRunner
     from kd.config import ModelConfig
-    from kd.teacher import corpus_key, model_key
+    from kd.models.teacher import corpus_key, model_key
 
     texts = [f"How do I {verb} a file in Python? Use the {mod} module." for verb, mod in
              [("copy", "shutil"), ("delete", "os"), ("read", "io"), ("compress", "gzip")]]  # fmt: skip

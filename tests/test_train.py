@@ -1,4 +1,4 @@
-"""kd.train on a toy batch: the loss falls and the student moves toward the teacher's order.
+"""kd.distill.train on a toy batch: the loss falls and the student moves toward the teacher's order.
 
 The teacher's order is the untrained student's own order reversed, so only real training can
 raise the agreement; a `train` that left (or reloaded) the untrained weights fails here.
@@ -16,10 +16,13 @@ import torch
 from scipy.stats import kendalltau
 
 from kd.config import ComputeConfig, LossConfig, ModelConfig, TrainConfig
+from kd.distill.dev import dev_evaluator
+from kd.distill.losses import combined
+from kd.distill.mixing import interpolate_weights, wise_ft
+from kd.distill.objective import fit_projection, training_rows
+from kd.distill.train import Curves, train
 from kd.errors import ConfigError, DataError
-from kd.losses import combined
-from kd.models import encode, load_bi_encoder
-from kd.train import Curves, dev_evaluator, fit_projection, interpolate_weights, train, training_rows, wise_ft
+from kd.models.loading import encode, load_bi_encoder
 
 STUDENT = ModelConfig(name="minilm", model="minilm", max_seq_length=32, batch_size=16, dtype="float32")
 TOPICS = [
@@ -268,8 +271,8 @@ def test_the_batch_order_follows_the_training_seed(tmp_path):
     defaulted to seed 0 for every `train.seed`, so such a model trained identically whatever the seed."""
     from sentence_transformers.evaluation import SentenceEvaluator
 
-    from kd.models import initial_student
-    from kd.train import VAL_METRIC
+    from kd.distill.dev import VAL_METRIC
+    from kd.models.loading import initial_student
 
     class Flat(SentenceEvaluator):  # type: ignore[misc]
         primary_metric = VAL_METRIC

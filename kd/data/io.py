@@ -162,22 +162,28 @@ def read_jsonl(path: Path, required: tuple[str, ...]) -> Iterator[tuple[int, dic
             yield lineno, rec
 
 
+def _unique_texts(path: Path, kind: str) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(id, text, record) of each line of a `{"_id", "text", ...}` file; a DataError names the line of a
+    duplicate id or an empty text (`kind`: passage or query)."""
+    seen: set[str] = set()
+    for lineno, rec in read_jsonl(path, ("_id", "text")):
+        key = str(rec["_id"])
+        if key in seen:
+            raise DataError(f"{path}:{lineno}: duplicate {kind} id '{key}'")
+        text = str(rec["text"] or "")
+        if not text.strip():
+            raise DataError(f"{path}:{lineno}: {kind} '{key}' has empty text")
+        seen.add(key)
+        yield key, text, rec
+
+
 def read_corpus(path: Path) -> Corpus:
     """`corpus.jsonl` (`{"_id", "title", "text"}` per line) -> passage id -> `{"title", "text"}`.
 
     Raises:
         DataError: naming the line of a duplicate id or an empty text.
     """
-    corpus: Corpus = {}
-    for lineno, rec in read_jsonl(path, ("_id", "text")):
-        docid = str(rec["_id"])
-        if docid in corpus:
-            raise DataError(f"{path}:{lineno}: duplicate passage id '{docid}'")
-        text = str(rec["text"] or "")
-        if not text.strip():
-            raise DataError(f"{path}:{lineno}: passage '{docid}' has empty text")
-        corpus[docid] = {"title": str(rec.get("title") or ""), "text": text}
-    return corpus
+    return {d: {"title": str(rec.get("title") or ""), "text": text} for d, text, rec in _unique_texts(path, "passage")}
 
 
 def read_queries(path: Path) -> Queries:
@@ -186,16 +192,7 @@ def read_queries(path: Path) -> Queries:
     Raises:
         DataError: naming the line of a duplicate id or an empty text.
     """
-    queries: Queries = {}
-    for lineno, rec in read_jsonl(path, ("_id", "text")):
-        qid = str(rec["_id"])
-        if qid in queries:
-            raise DataError(f"{path}:{lineno}: duplicate query id '{qid}'")
-        text = str(rec["text"] or "")
-        if not text.strip():
-            raise DataError(f"{path}:{lineno}: query '{qid}' has empty text")
-        queries[qid] = text
-    return queries
+    return {q: text for q, text, _ in _unique_texts(path, "query")}
 
 
 def read_qrels(path: Path, corpus: Corpus | None = None) -> Qrels:

@@ -30,9 +30,9 @@ from typing import Any, Final, Literal
 from kd.atomic import atomic_dir
 from kd.config import check_backend
 from kd.errors import ConfigError, ModelLoadError
-from kd.model_store import model_fingerprint
+from kd.models.runtime import QUANT_CONFIGS, QuantConfig, package_versions, pick_quant_config
+from kd.models.store import model_fingerprint
 from kd.paths import cache_dir
-from kd.runtime import QUANT_CONFIGS, QuantConfig, package_versions, pick_quant_config
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The student on its serving backend: PyTorch, ONNX Runtime, or ONNX Runtime with int8 quantization.
 
 Selected by `student.backend` (`torch` | `onnx` | `onnx-int8`) for indexing and serving; the ONNX
-backends export on first use (`kd.onnx_export`). `OnnxQueryEncoder` is the service's fast path for a
-few short queries. Threads and CPU flags live in `kd.runtime` (`configure_threads` also sizes the ONNX
+backends export on first use (`kd.models.onnx_export`). `OnnxQueryEncoder` is the service's fast path for a
+few short queries. Threads and CPU flags live in `kd.models.runtime` (`configure_threads` also sizes the ONNX
 Runtime sessions that `load_student` creates afterwards); backend names are config vocabulary.
 """
 
@@ -15,10 +15,10 @@ import numpy as np
 
 from kd.config import check_backend
 from kd.errors import ModelLoadError
-from kd.model_store import resolve
-from kd.models import encode, load_bi_encoder, set_max_length
-from kd.onnx_export import SERVING_FILE, Recipe, default_export_dir, export_onnx, read_marker
-from kd.runtime import ort_session_options
+from kd.models.loading import load_bi_encoder, set_max_length
+from kd.models.onnx_export import SERVING_FILE, Recipe, default_export_dir, export_onnx, read_marker
+from kd.models.runtime import ort_session_options
+from kd.models.store import resolve
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -39,7 +39,7 @@ def load_student(
     (default: what `configure_threads` set, else ONNX Runtime's own default, one per physical core);
     the torch backend uses torch's process-wide setting (`configure_threads`) instead.
     `recipe`: for `onnx-int8`, which ops are quantized (see `export_onnx`).
-    Every backend returns the same `SentenceTransformer` interface, so `kd.models.encode` and the
+    Every backend returns the same `SentenceTransformer` interface, so `kd.models.loading.encode` and the
     service's `Engine` need no change.
     """
 
@@ -148,23 +148,12 @@ class OnnxQueryEncoder:
 # ---------------------------------------------------------------- query-encode latency
 
 
-def query_path(model: SentenceTransformer, prefix: str = "") -> Any:
-    """The query encoder as the service runs it: `OnnxQueryEncoder` where the layout allows, else `encode`.
-
-    Returns a callable `texts -> float32 [len(texts), dim]` (L2-normalised).
-    """
-    fast = OnnxQueryEncoder.from_model(model)
-    if fast is not None:
-        return lambda texts: fast([prefix + t for t in texts])
-    return lambda texts: encode(model, texts, prefix, batch_size=max(1, len(texts)))
-
-
 def query_encode_ms(encode_fn: Any, queries: list[str], repeats: int = 100, warmup: int = 5) -> dict[str, float]:
     """Wall time of encoding one query at a time (`repeats` calls, cycling through `queries`), in ms.
 
     What a search request pays for its query before FAISS: `p50_ms`, `p90_ms` and `mean_ms` over the
     calls after `warmup` untimed ones. Run it with the thread settings the service uses
-    (`kd.runtime.configure_threads(service.threads)`) and on a quiet machine.
+    (`kd.models.runtime.configure_threads(service.threads)`) and on a quiet machine.
     """
     import time
 

@@ -1,6 +1,6 @@
 """Load sentence-transformers bi- and cross-encoders by config name and encode with them.
 
-A name goes through `kd.model_store.resolve` (packaged, local folder or hub id); load failures become a
+A name goes through `kd.models.store.resolve` (packaged, local folder or hub id); load failures become a
 `ModelLoadError` that says where the model was looked for and what to do.
 """
 
@@ -16,8 +16,8 @@ import numpy as np
 from kd.atomic import atomic_dir
 from kd.config import ModelConfig, check_layers
 from kd.errors import ConfigError, ModelLoadError
-from kd.model_store import MODEL_CACHE, PACKAGED, cross_encoder_module, model_fingerprint, resolve
-from kd.runtime import autocast
+from kd.models.runtime import autocast
+from kd.models.store import MODEL_CACHE, PACKAGED, cross_encoder_module, model_fingerprint, resolve
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder, SentenceTransformer
@@ -282,18 +282,20 @@ def encode(
     batch_size: int = 32,
     progress: bool = False,
     dtype: str = "float32",
+    normalize: bool = True,
 ) -> np.ndarray:
     """L2-normalised float32 embeddings, so inner product == cosine everywhere downstream.
 
-    `dtype`: the model config's compute dtype (`kd.runtime.use_bf16`); the result is float32 either way.
+    `dtype`: the model config's compute dtype (`kd.models.runtime.use_bf16`); the result is float32 either way.
+    `normalize=False` returns the raw embeddings (the service's `POST /encode` offers both).
     """
 
     with autocast(dtype):
         emb = model.encode(
-            [prefix + t for t in texts],
+            [prefix + t for t in texts] if prefix else texts,
             batch_size=batch_size,
             convert_to_numpy=True,
-            normalize_embeddings=True,
+            normalize_embeddings=normalize,
             show_progress_bar=progress,
         )
     return np.asarray(emb, dtype=np.float32)

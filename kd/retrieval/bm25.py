@@ -6,10 +6,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import kd.pyserini_shim  # noqa: F401  (must precede any pyserini import)
+import kd.retrieval.pyserini_shim  # noqa: F401  (must precede any pyserini import)
 from kd.atomic import atomic_dir
 from kd.data.io import Corpus, passage_text
-from kd.metrics import Run
+from kd.retrieval.metrics import Run
 
 
 def build_index(corpus: Corpus, index_dir: Path, threads: int = 2) -> None:

@@ -18,17 +18,16 @@ from typing import Any
 import faiss
 import numpy as np
 
-from kd import teacher_corpus
 from kd.atomic import atomic_dir
-from kd.config import IndexConfig, ModelConfig
+from kd.config import DEFAULT_SEED, IndexConfig, ModelConfig
 from kd.data.io import Corpus, passage_text, read_jsonl
 from kd.errors import ArtifactError, ConfigError
-from kd.metrics import Run
-from kd.models import encode
-from kd.teacher import corpus_key
+from kd.models import teacher_corpus
+from kd.models.loading import encode
+from kd.models.teacher import corpus_key
 
 
-def build(emb: np.ndarray, cfg: IndexConfig, seed: int = 13) -> faiss.Index:
+def build(emb: np.ndarray, cfg: IndexConfig, seed: int = DEFAULT_SEED) -> faiss.Index:
     """HNSW, IVF-PQ or exact flat inner-product index. HNSW is built single-threaded (deterministic)."""
     dim = emb.shape[1]
     index: faiss.Index
@@ -82,7 +81,7 @@ def check_ivfpq(cfg: IndexConfig, n: int, dim: int) -> None:
         raise ConfigError(f"index.nprobe={cfg.nprobe} exceeds index.nlist={cfg.nlist} lists: {fix}")
 
 
-def build_ivfpq(emb: np.ndarray, cfg: IndexConfig, seed: int = 13) -> faiss.Index:
+def build_ivfpq(emb: np.ndarray, cfg: IndexConfig, seed: int = DEFAULT_SEED) -> faiss.Index:
     """IVF-PQ trained on a seeded sample of `index.train_size` vectors, filled `index.add_batch` at a time.
 
     `emb` may be a memory-mapped array (np.load(mmap_mode="r")): only the sample and one batch are
@@ -106,32 +105,6 @@ def build_ivfpq(emb: np.ndarray, cfg: IndexConfig, seed: int = 13) -> faiss.Inde
 def bytes_per_vector(index: faiss.Index) -> float:
     """Serialised size / vectors: what one passage costs in RAM once loaded (codes + ids + overhead)."""
     return len(faiss.serialize_index(index)) / max(1, index.ntotal)
-
-
-def search(index: faiss.Index, query_emb: np.ndarray, docids: list[str], k: int) -> list[list[tuple[str, float]]]:
-    """Top-`k` passages of each query by inner product (cosine for normalised vectors).
-
-    Args:
-        index: the FAISS index; row r is `docids[r]`.
-        query_emb: [n, D] query embeddings.
-        docids: passage id of each index row.
-        k: hits per query (at most the index size).
-
-    Returns:
-        For each query, its (docid, score) hits best first; rows FAISS leaves empty (-1) are dropped.
-    """
-    if len(query_emb) == 0:
-        return []
-    scores, rows = index.search(np.ascontiguousarray(query_emb, dtype=np.float32), min(k, index.ntotal))
-    return [
-        [(docids[r], float(s)) for r, s in zip(row_ids, row_scores) if r >= 0]
-        for row_ids, row_scores in zip(rows, scores)
-    ]
-
-
-def to_run(qids: list[str], hits: list[list[tuple[str, float]]]) -> Run:
-    """A run (qid -> docid -> score) from `search`'s hits, `hits[i]` being the hits of `qids[i]`."""
-    return {q: dict(h) for q, h in zip(qids, hits)}
 
 
 def save(out_dir: Path, index: faiss.Index, docids: list[str], corpus: Corpus, meta: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ Sentence Embeddings Multilingual using Knowledge Distillation" (EMNLP 2020), the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kd.distill.losses import embed_cosine
 from kd.errors import ConfigError
-from kd.losses import embed_cosine
-from kd.models import set_max_length
+from kd.models.loading import set_max_length
+
+log = logging.getLogger(__name__)
 
 
 class EmbedLoss(nn.Module):
     """1 - cosine between the student's embedding of each text and the teacher's (the label row).
 
-    `forward` only encodes; the maths is `kd.losses.embed_cosine`.
+    `forward` only encodes; the maths is `kd.distill.losses.embed_cosine`.
 
     Args (forward):
         sentence_features: one tokenised column of B texts.
@@ -88,7 +91,7 @@ def fit_corpus(
     from sentence_transformers import SentenceTransformerTrainingArguments
     from transformers import TrainerCallback, set_seed
 
-    from kd.train import seeded_trainer
+    from kd.distill.train import seeded_trainer
 
     width = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
     if targets.ndim != 2 or targets.shape[1] != width:
@@ -129,3 +132,30 @@ def fit_corpus(
     trainer = seeded_trainer()(model=model, args=args, train_dataset=data, loss=EmbedLoss(model), callbacks=[EpochLoss()])
     trainer.train()
     return [float(np.mean(v)) if v else float("nan") for v in losses]
+
+
+def fit_to_teacher_matrix(
+    model: Any,
+    view: Any,
+    judged: set[str],
+    doc_text: dict[str, str],
+    epochs: int,
+    learning_rate: float,
+    batch_size: int,
+    max_seq_length: int,
+    seed: int,
+    passage_prefix: str,
+    work: Path,
+) -> list[float]:
+    """`train.corpus_epochs` epochs toward the teacher's row of every passage not in `judged` (dev/test).
+
+    `view` is the teacher's passage matrix (`kd.models.teacher_corpus.TeacherCorpus`); None is a config
+    error naming the key. Returns the loss of each epoch.
+    """
+    if view is None:
+        raise ConfigError(f"train.corpus_epochs={epochs} needs the teacher's passage matrix: "
+                          "a bi-encoder teacher (conf/teacher/), or train.corpus_epochs=0")  # fmt: skip
+    texts, targets = corpus_targets(view.docids, judged, doc_text, view.emb, passage_prefix)
+    log.info("train.corpus_epochs=%d over %d passages (%d judged for dev/test left out)",
+             epochs, len(texts), len(view.docids) - len(texts))  # fmt: skip
+    return fit_corpus(model, texts, targets, epochs, learning_rate, batch_size, max_seq_length, seed, work)

@@ -38,7 +38,7 @@ class TimedRunner(compute.ShardRunner):
 
 def one(texts: list[str], spec: compute.ModelSpec, cfg: ComputeConfig, actors: int) -> dict[str, Any]:
     t = time.perf_counter()
-    out = compute._sharded(texts, [len(x) for x in texts], spec, "encode", cfg, None, np.float32, TimedRunner)
+    out = compute.run_sharded(texts, [len(x) for x in texts], spec, "encode", cfg, None, np.float32, TimedRunner)
     wall = time.perf_counter() - t
     shard_s = np.unique(out[:, -1])  # one value per shard (ties between shards are vanishingly unlikely)
     busy = float(shard_s.sum())

@@ -7,11 +7,12 @@ step by step; `service/` serves its outputs. Start at `kd.config` (every paramet
 
     kd/data/       one module per source -> the canonical corpus/queries/qrels format (`kd.data.io`)
     kd/models/     model store, loading (bi, cross, cut, static), backends (torch, ONNX, int8), runtime
-                   (CPU flags, dtype, threads), the teacher and its passage matrix
+                   (CPU flags, dtype, threads), the teacher, its cache and its passage matrix
+    kd/compute/    where bulk model passes run (this process, or a Ray actor pool), sharded and resumable
     kd/retrieval/  BM25, the FAISS index, the encode/search/score/rerank core, metrics, evaluation
     kd/distill/    hard negatives, pseudo-queries, losses, training, corpus embedding distillation
 
-At the top: `config` (the typed params), `artifacts` (every artifact path), `compute` (where bulk model
-passes run, locally or on Ray), `tracking` (MLflow), and plumbing (`atomic`, `cli`, `errors`, `paths`,
-`compose`). `kd` imports neither `stages/` nor `service/`.
+At the top, under all of them: `config` (the typed params), `artifacts` (every artifact path),
+`tracking` (MLflow), and plumbing (`atomic`, `cli`, `errors`, `paths`, `compose`). `kd` imports neither
+`stages/` nor `service/`.
 """

@@ -134,7 +134,7 @@ def test_bi_encoder_pair_scores_are_cosines():
 
 def _run(texts, cfg, chunk_dir, runner=FakeRunner, marker: Path | None = None):
     spec = ModelSpec(ModelConfig(), "student", None if marker is None else str(marker))
-    return compute._sharded(texts, [len(t) for t in texts], spec, "encode", cfg, chunk_dir, np.float32, runner)
+    return compute.run_sharded(texts, [len(t) for t in texts], spec, "encode", cfg, chunk_dir, np.float32, runner)
 
 
 def test_shards_resume_and_half_written_files_are_not_taken(tmp_path):

@@ -29,8 +29,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 
 from bench.portable import REPO, portable, portable_text  # noqa: E402, F401  (re-exported for the scripts)
-from kd.config import Params, PythonDocsFaqData, load_params  # noqa: E402
+from kd.config import Params, PythonDocsFaqData  # noqa: E402
 from kd.data.io import Dataset  # noqa: E402
+from kd.params import load_params
 
 RESULTS = REPO / "bench" / "results"
 CAVEAT = (

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 
 from bench.common import machine_info, write_results
-from kd.config import ComputeConfig, Params, load_params
+from kd.config import ComputeConfig, Params
 from kd.data.io import SPLITS, Dataset, read_corpus, read_qrels, read_queries, write_dataset
 from kd.models.store import minilm_path
+from kd.params import load_params
 
 ROOT = Path(__file__).resolve().parent.parent
 

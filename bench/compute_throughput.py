@@ -20,9 +20,10 @@ import numpy as np
 
 from bench.common import machine_info, write_results
 from kd import compute
-from kd.config import ComputeConfig, load_params
+from kd.config import ComputeConfig
 from kd.data.io import passage_text, read_corpus
 from kd.models.runtime import use_bf16
+from kd.params import load_params
 
 ROOT = Path(__file__).resolve().parent.parent
 

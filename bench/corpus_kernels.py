@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from kd.compose import compose
     from kd.compute import ModelSpec, ShardRunner, kernel_path
-    from kd.config import params_from_dict
     from kd.data.io import passage_text, read_dataset
     from kd.models.runtime import available_cores, configure_threads, corpus_backend_for
+    from kd.params import params_from_dict
 
     p = params_from_dict(compose())
     ds = read_dataset(args.data)

@@ -113,13 +113,13 @@ def flops_per_token(model: Any) -> float:
 def measure_costs(points: list[str], threads: int, n_passages: int = 256) -> list[dict[str, Any]]:
     """Query latency and corpus throughput of each point's student (and the teacher), on this machine."""
     from kd.compose import compose
-    from kd.config import params_from_dict
     from kd.data.io import passage_text, read_dataset
     from kd.models.backends import load_student, query_encode_ms
     from kd.models.loading import encode, initial_student
     from kd.models.runtime import available_cores, configure_threads
     from kd.models.store import resolve
     from kd.models.teacher import BiEncoderTeacher, load_teacher
+    from kd.params import params_from_dict
     from kd.retrieval.search import query_encoder
 
     ds = read_dataset(Path("data"))

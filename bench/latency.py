@@ -51,11 +51,13 @@ from bench.common import (  # noqa: E402
     write_results,
 )
 from kd import artifacts  # noqa: E402
-from kd.config import Params, check_backend, load_params  # noqa: E402
+from kd.config import Params, check_backend  # noqa: E402
 from kd.data.io import read_queries  # noqa: E402
 from kd.errors import KDError  # noqa: E402
+from kd.params import load_params
 from kd.retrieval.search import search_rows  # noqa: E402
-from service.engine import Engine, Settings, load_engine  # noqa: E402
+from service.engine import Engine, load_engine  # noqa: E402
+from service.settings import Settings
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

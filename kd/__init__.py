@@ -12,7 +12,7 @@ step by step; `service/` serves its outputs. Start at `kd.config` (every paramet
     kd/retrieval/  BM25, the FAISS index, the encode/search/score/rerank core, metrics, evaluation
     kd/distill/    hard negatives, pseudo-queries, losses, training, corpus embedding distillation
 
-At the top, under all of them: `config` (the typed params), `artifacts` (every artifact path),
+At the top, under all of them: `config` (the typed schema), `params` (params.yaml read and checked), `artifacts` (every artifact path),
 `tracking` (MLflow), and plumbing (`atomic`, `cli`, `errors`, `paths`, `compose`). `kd` imports neither
 `stages/` nor `service/`.
 """

@@ -8,8 +8,9 @@ import sys
 import time
 from collections.abc import Callable
 
-from kd.config import Params, load_params
+from kd.config import Params
 from kd.errors import KDError
+from kd.params import load_params
 
 
 def run_stage(name: str, fn: Callable[[Params], None]) -> None:

@@ -92,8 +92,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from kd.config import load_params
-        from service.engine import Settings, check_service_config, load_engine
+        from kd.params import load_params
+        from service.engine import load_engine
+        from service.settings import Settings, check_service_config
 
         params = load_params(args.params or Path(os.environ.get("KD_PARAMS") or "params.yaml"))
         rerank = False if args.no_rerank else _env_bool("KD_SERVICE_RERANK")

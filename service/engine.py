@@ -1,4 +1,4 @@
-"""What the service serves, with no HTTP in it: settings, artifact checks, and the search itself.
+"""What the service serves, with no HTTP in it: the artifact checks, the loaded models and index, and the search.
 
 Kept apart from `service.app` so the process entry point can load (and so validate) everything
 *before* uvicorn starts — a missing file then ends the process with one clear line, not a traceback
@@ -16,17 +16,15 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 
-from kd import artifacts
-from kd.config import Params, ServiceConfig
+from kd.config import ServiceConfig
 from kd.data.io import passage_text
-from kd.errors import ArtifactError, ConfigError, ModelLoadError
+from kd.errors import ArtifactError, ModelLoadError
 from kd.models.backends import OnnxQueryEncoder
 from kd.models.loading import encode
 from kd.retrieval.index import LoadedIndex
@@ -38,7 +36,8 @@ from kd.retrieval.search import (
     score_text_groups,
     search_rows,
 )
-from service.schemas import Limits, ReadyInfo, RegistryInfo, StudentInfo, TeacherInfo
+from service.schemas import ReadyInfo, RegistryInfo, StudentInfo, TeacherInfo
+from service.settings import Settings, check_service_config, limits
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -53,65 +52,7 @@ WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 TRAIN_FIX = "run `dvc repro train` (or `dvc pull`) to rebuild it"
 INDEX_FIX = "run `dvc repro index` (or `dvc pull`) to rebuild it"
 TEACHER_CORPUS_FIX = "run `dvc repro teacher_corpus` (or `dvc pull`), or remove the folder to score pairs instead"
-AUTH_MODES = ("none", "api_key")
 INDEX_META_KEYS = ("passages", "type", "M", "ef_construction", "ef_search", "metric", "dim", "faiss_class", "ef_search_live")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Where the artifacts are and which params apply. `None` fields defer to `service.*` in params."""
-
-    student_dir: Path = artifacts.STUDENT
-    index_dir: Path = artifacts.INDEX
-    params: Params = field(default_factory=Params)
-    rerank: bool | None = None
-    teacher_corpus_dir: Path | None = None
-    student_model: str | None = None  # models:/<name>@<alias>; overrides service.student_model
-
-    @property
-    def service(self) -> ServiceConfig:
-        return self.params.service
-
-    @property
-    def rerank_enabled(self) -> bool:
-        return self.params.service.rerank if self.rerank is None else self.rerank
-
-    @property
-    def teacher_corpus_path(self) -> Path:
-        if self.teacher_corpus_dir is not None:
-            return self.teacher_corpus_dir
-        configured = Path(self.params.service.teacher_corpus_dir)
-        # a relative path sits beside the index's artifacts/ folder (the same checkout), not the cwd
-        return configured if configured.is_absolute() else self.index_dir.parent.parent / configured
-
-    @property
-    def registry_uri(self) -> str | None:
-        return self.student_model or self.params.service.student_model or None
-
-
-def check_service_config(cfg: ServiceConfig) -> None:
-    """Config values the service cannot work with: a ConfigError naming the key and the fix."""
-    if cfg.auth not in AUTH_MODES:
-        raise ConfigError(f"service.auth={cfg.auth!r} is unknown: use one of {', '.join(AUTH_MODES)} (conf/service/)")
-    positive = (
-        "max_query_chars", "max_k", "max_rerank_depth", "max_batch", "max_body_bytes", "max_rerank_pairs",
-        "max_scored_pairs", "max_concurrent_reranks", "search_workers", "retry_after_s", "max_encode_texts",
-        "max_encode_chars",
-    )  # fmt: skip
-    for key in positive:
-        value = getattr(cfg, key)
-        if value < 1:
-            raise ConfigError(f"service.{key}={value} must be >= 1 (conf/service/, or -S service.{key}=...)")
-    for key in ("rate_limit_per_minute", "rate_limit_burst"):
-        if getattr(cfg, key) < 0:
-            raise ConfigError(f"service.{key}={getattr(cfg, key)} must be >= 0 (0 = off / automatic)")
-    if not 0 <= cfg.rerank_nice <= 19:
-        raise ConfigError(f"service.rerank_nice={cfg.rerank_nice} must lie in 0..19 (0 = reranks as urgent as plain searches)")
-    if cfg.max_rerank_depth > cfg.max_rerank_pairs:
-        raise ConfigError(
-            f"service.max_rerank_depth={cfg.max_rerank_depth} exceeds service.max_rerank_pairs={cfg.max_rerank_pairs}: "
-            "one query at full depth would be refused; raise max_rerank_pairs or lower max_rerank_depth"
-        )
 
 
 def validate_artifacts(student_dir: Path, index_dir: Path) -> None:
@@ -300,22 +241,6 @@ class Engine:
 def _length_limit(value: float | None) -> int:
     """The student's input limit in tokens for /ready; 0 = none (a static model reads whole texts)."""
     return int(value) if value and value != float("inf") else 0
-
-
-def limits(svc: ServiceConfig) -> Limits:
-    return Limits(
-        max_query_chars=svc.max_query_chars,
-        max_k=svc.max_k,
-        max_rerank_depth=svc.max_rerank_depth,
-        max_batch=svc.max_batch,
-        max_body_bytes=svc.max_body_bytes,
-        max_rerank_pairs=svc.max_rerank_pairs,
-        max_scored_pairs=svc.max_scored_pairs,
-        max_concurrent_reranks=svc.max_concurrent_reranks,
-        max_encode_texts=svc.max_encode_texts,
-        max_encode_chars=svc.max_encode_chars,
-        rate_limit_per_minute=svc.rate_limit_per_minute,
-    )
 
 
 def _align(tc: TeacherCorpus, index_docids: list[str], where: Path) -> np.ndarray:

@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = args.file
         if path is None:
-            from kd.config import load_params
+            from kd.params import load_params
 
             path = Path(load_params(args.params).service.api_keys_file)
         if args.cmd == "create":

@@ -13,7 +13,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from kd.config import load_params  # noqa: E402
+from kd.params import load_params  # noqa: E402
 from tests.browser_fixtures import browser  # noqa: E402, F401  (one headless chromium per test module)
 from tests.onnx_fixtures import exported  # noqa: E402, F401  (one ONNX export per session)
 from tests.pipeline_fixtures import smoke_cache, smoke_repo  # noqa: E402, F401  (one smoke run per session)

@@ -15,8 +15,9 @@ import pytest
 
 from kd import compute
 from kd.compute import ComputeError, ModelSpec, PairScorer, ShardRunner, encode_texts, score_pairs
-from kd.config import ComputeConfig, ModelConfig, params_from_dict
+from kd.config import ComputeConfig, ModelConfig
 from kd.errors import ArtifactError, ConfigError
+from kd.params import params_from_dict
 
 ray = pytest.importorskip("ray", reason='compute=ray needs `pip install -e ".[ray]"`')
 

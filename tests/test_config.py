@@ -8,8 +8,9 @@ import pytest
 import yaml
 
 from kd.compose import CONF_DIR, compose
-from kd.config import DATA_SOURCES, Params, params_from_dict
+from kd.config import DATA_SOURCES, Params
 from kd.errors import ConfigError
+from kd.params import params_from_dict
 from tests.conftest import ROOT
 
 

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from kd.config import ModelConfig, params_from_dict
+from kd.config import ModelConfig
 from kd.distill.corpus_fit import EmbedLoss, corpus_targets, fit_corpus
 from kd.errors import ConfigError
 from kd.models.loading import encode, initial_student, load_bi_encoder
+from kd.params import params_from_dict
 
 STATIC = ModelConfig(name="static", kind="static", model="minilm", backend="torch", corpus_backend="torch")
 TEXTS = [f"The {mod} module can {verb} files and directories, see section {i}." for i, (mod, verb) in

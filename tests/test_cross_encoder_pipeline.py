@@ -18,12 +18,12 @@ import pandas as pd
 import pytest
 from scipy.stats import kendalltau
 
-from kd.config import load_params
 from kd.data.io import passage_text, read_dataset
 from kd.distill.teacher_scores import normalize_scores
 from kd.models.loading import encode, load_bi_encoder
 from kd.models.store import MODEL_CACHE, TINY_CE_DIR
 from kd.models.teacher import load_teacher
+from kd.params import load_params
 from tests.pipeline_fixtures import SMOKE, copy_repo, sh, shared_cache
 
 pytestmark = [pytest.mark.slow, pytest.mark.pipeline]

@@ -10,7 +10,8 @@ import pytest
 from bench import frontier
 from bench.common import append_rows
 from kd.compose import compose
-from kd.config import ModelConfig, params_from_dict
+from kd.config import ModelConfig
+from kd.params import params_from_dict
 
 
 @pytest.mark.parametrize("point", sorted(frontier.POINTS))

@@ -363,9 +363,9 @@ def test_killed_teacher_resumes_from_its_chunks(smoke_repo: Path, tmp_path: Path
 def _service_answers(repo: Path, queries: list[str]) -> dict[str, Any]:
     from litestar.testing import TestClient
 
-    from kd.config import load_params
+    from kd.params import load_params
     from service.app import create_app
-    from service.engine import Settings
+    from service.settings import Settings
 
     settings = Settings(repo / "artifacts" / "student", repo / "artifacts" / "index", load_params(repo / "params.yaml"))
     answers: dict[str, Any] = {}

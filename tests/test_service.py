@@ -26,16 +26,18 @@ import numpy as np
 import pytest
 from litestar.testing import TestClient
 
-from kd.config import Params, load_params
+from kd.config import Params
 from kd.data.io import passage_text
 from kd.errors import ArtifactError
 from kd.models.loading import encode
 from kd.models.teacher import BiEncoderTeacher
+from kd.params import load_params
 from kd.retrieval import index as kd_index
 from kd.retrieval import search as kd_search
 from service.app import create_app
-from service.engine import Engine, Settings, load_engine, validate_artifacts
+from service.engine import Engine, load_engine, validate_artifacts
 from service.ops import RequestIdFilter
+from service.settings import Settings
 from tests.service_fixtures import REPO, judged_test_queries, teacher_corpus_dir
 
 pytestmark = pytest.mark.slow  # every test here serves the smoke pipeline's artifacts
@@ -706,7 +708,7 @@ def test_bad_teacher_corpus_names_the_file(
 )
 def test_bad_service_config_names_the_key(changes: dict[str, Any], needle: str) -> None:
     from kd.errors import ConfigError
-    from service.engine import check_service_config
+    from service.settings import check_service_config
 
     params = Params()
     with pytest.raises(ConfigError) as exc:

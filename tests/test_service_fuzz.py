@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from bench.load import running_service
-from kd.config import load_params
+from kd.params import load_params
 from tests.pipeline_fixtures import env
 from tests.service_fixtures import teacher_corpus_dir
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from kd.config import load_params
+from kd.params import load_params
 from service.app import create_app
-from service.engine import Settings
+from service.settings import Settings
 from tests.browser_fixtures import free_port, needs_chromium
 from tests.service_fixtures import teacher_corpus_dir
 

@@ -8,11 +8,12 @@ import pytest
 from litestar.testing import TestClient
 
 from kd import tracking
-from kd.config import load_params
 from kd.errors import ConfigError
+from kd.params import load_params
 from service.app import create_app
-from service.engine import Settings, load_engine
+from service.engine import load_engine
 from service.registry import parse
+from service.settings import Settings
 
 
 def test_registry_uri_parsing() -> None:

@@ -11,11 +11,12 @@ import pytest
 import torch
 from torch import nn
 
-from kd.config import IndexConfig, ModelConfig, Params, params_from_dict
+from kd.config import IndexConfig, ModelConfig, Params
 from kd.distill.objective import DistillLoss, training_rows
 from kd.errors import ArtifactError, ConfigError
 from kd.models import teacher_corpus
 from kd.models.loading import cut_layers, initial_student, load_bi_encoder
+from kd.params import params_from_dict
 from kd.retrieval import index
 
 STATIC = {"kind": "static", "model": "minilm", "backend": "torch", "corpus_backend": "torch"}
@@ -207,7 +208,7 @@ def test_asymmetric_static_pipeline_end_to_end(tmp_path_factory):
     from litestar.testing import TestClient
 
     from service.app import create_app
-    from service.engine import Settings
+    from service.settings import Settings
 
     params = params_from_dict(yaml.safe_load((repo / "params.yaml").read_text()))
     settings = Settings(repo / "artifacts/student", repo / "artifacts/index", params)

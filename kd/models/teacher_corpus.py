@@ -114,7 +114,7 @@ def for_student(view: TeacherCorpus, student_dim: int) -> np.ndarray:
     """The teacher's passage matrix as the index of a student that encodes only queries (`index.passages=teacher`).
 
     Refuses a matrix of another width than the student's embeddings, naming the keys to change: the
-    config check (`kd.config.check_passages`) catches most such students before any work starts; this
+    config check (`kd.params.check_passages`) catches most such students before any work starts; this
     catches the rest (a hub checkpoint or a folder whose width only shows once loaded).
     """
     if view.emb.shape[0] == 0:

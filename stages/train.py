@@ -11,18 +11,17 @@ import numpy as np
 import pandas as pd
 
 from kd import artifacts, tracking
-from kd.atomic import atomic_dir, write_text
+from kd.atomic import write_text
 from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
 from kd.distill.corpus_fit import fit_to_teacher_matrix
 from kd.distill.dev import VAL_METRIC, dev_setup
-from kd.distill.mixing import wise_ft
 from kd.distill.objective import projection_start, training_rows
 from kd.distill.train import train as fit
 from kd.errors import DataError
 from kd.models import teacher_corpus
-from kd.models.loading import initial_student, load_bi_encoder, save_prompts, set_max_length
+from kd.models.loading import initial_student, load_bi_encoder, save_student
 from kd.models.runtime import use_bf16
 from kd.models.teacher import BiEncoderTeacher, load_teacher
 from kd.paths import cache_dir
@@ -85,15 +84,9 @@ def main(p: Params) -> None:
             model, rows, evaluator, p.loss, train_cfg, seed, Path(work), on_metrics=tr.metric, bf16=bf16,
             projection=projection, compute=p.compute, teacher_passages=group,
         )  # fmt: skip
-        trained = curves.epochs[1:] or curves.epochs  # row 0 is the untrained model, which is never saved
-        best = max(trained, key=lambda r: r["dev_ndcg@10"])  # the epoch the trainer kept
-        known = {0.0: curves.epochs[0]["dev_ndcg@10"], 1.0: best["dev_ndcg@10"]}
-        dev_score, mixes = wise_ft(model, initial, evaluator, p.train.interpolate, p.train.interpolate_grid, known)
-        set_max_length(model, p.student.max_seq_length)
-        save_prompts(model, p.student)  # the saved student carries its own prefixes (checked at load)
-        with atomic_dir(STUDENT) as tmp:
-            model.save(str(tmp), create_model_card=False)  # the card holds a timestamp: same weights, same hash
-        curves.mixes = mixes
+        best = curves.best()
+        dev_score = curves.mix(model, initial, evaluator, p.train.interpolate, p.train.interpolate_grid)
+        save_student(model, p.student, STUDENT)
         curves.write(CURVES)
         tracking.register_student(STUDENT, model=model)
         summary = {

@@ -295,3 +295,9 @@ def test_the_batch_order_follows_the_training_seed(tmp_path):
               tmp_path / str(seed), teacher_passages=g)  # fmt: skip
         weights.append(model[0].embedding.weight.detach().clone())
     assert not torch.equal(weights[0], weights[1])
+
+
+def test_curves_best_is_the_kept_epoch_never_the_untrained_row() -> None:
+    curves = Curves(epochs=[{"epoch": 0, "dev_ndcg@10": 0.9}, {"epoch": 1, "dev_ndcg@10": 0.4}, {"epoch": 2, "dev_ndcg@10": 0.5}])
+    assert curves.best()["epoch"] == 2  # the trainer never saves the untrained model, even when it scores higher
+    assert Curves(epochs=[{"epoch": 0, "dev_ndcg@10": 0.3}]).best()["epoch"] == 0  # nothing trained

@@ -12,7 +12,7 @@ import csv
 import functools
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from torch import nn
 from kd.atomic import atomic_path, write_text
 from kd.config import ComputeConfig, LossConfig, TrainConfig
 from kd.distill.dev import VAL_METRIC
-from kd.distill.mixing import check_mixes
+from kd.distill.mixing import check_mixes, wise_ft
 from kd.distill.objective import DistillLoss
 from kd.errors import ConfigError
 from kd.models.loading import set_max_length
@@ -36,6 +36,18 @@ class Curves:
     steps: list[dict[str, float]] = field(default_factory=list)
     epochs: list[dict[str, float]] = field(default_factory=list)
     mixes: list[dict[str, float]] = field(default_factory=list)  # dev score per WiSE-FT mix (`wise_ft`)
+
+    def best(self) -> dict[str, float]:
+        """The epoch the trainer kept (best dev nDCG@10); row 0, the untrained model, only when nothing trained."""
+        return max(self.epochs[1:] or self.epochs, key=lambda r: r["dev_ndcg@10"])
+
+    def mix(self, model: Any, initial: dict[str, torch.Tensor], evaluator: Any, alpha: float, grid: Iterable[float]) -> float:
+        """Leave `model` at WiSE-FT mix `alpha` toward `initial` (`kd.distill.mixing.wise_ft`), record the dev
+        curve over `grid` in `mixes`, and return the saved model's dev score. The untrained and the kept
+        epoch's scores are known already, so they cost no dev pass."""
+        known = {0.0: self.epochs[0]["dev_ndcg@10"], 1.0: self.best()["dev_ndcg@10"]}
+        score, self.mixes = wise_ft(model, initial, evaluator, alpha, grid, known)
+        return score
 
     def write(self, out_dir: Path) -> None:
         """Write loss.csv (steps), dev.csv (epochs), interpolate.csv (WiSE-FT mixes) under `out_dir`; skip empty ones."""

@@ -299,3 +299,13 @@ def encode(
             show_progress_bar=progress,
         )
     return np.asarray(emb, dtype=np.float32)
+
+
+def save_student(model: SentenceTransformer, cfg: ModelConfig, out_dir: Path) -> None:
+    """Write the trained student as a sentence-transformers folder, atomically: at `student.max_seq_length`
+    (whatever length it trained at), with its own prompts (checked when it loads, `check_prompts`), and no
+    model card (it holds a timestamp: the same weights give the same files and the same DVC hash)."""
+    set_max_length(model, cfg.max_seq_length)
+    save_prompts(model, cfg)
+    with atomic_dir(out_dir) as tmp:
+        model.save(str(tmp), create_model_card=False)

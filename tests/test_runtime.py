@@ -48,3 +48,10 @@ def test_corpus_backend_auto_is_torch_with_bf16_else_int8() -> None:
     assert runtime.corpus_backend_for("auto", flags={"avx2", "fma"}) == "onnx-int8"
     assert runtime.corpus_backend_for("auto", static=True, flags={"avx2"}) == "torch"  # a lookup: nothing to quantize
     assert runtime.corpus_backend_for("onnx", flags={"avx512_bf16"}) == "onnx"  # an explicit choice is kept
+
+
+def test_kernel_names_the_arithmetic_of_each_backend() -> None:
+    assert runtime.kernel("torch", "bfloat16") == ("torch", "bfloat16")
+    assert runtime.kernel("torch", "float32") == ("torch", "float32")
+    assert runtime.kernel("onnx-int8", "bfloat16") == ("onnx", "int8")  # ONNX ignores the torch dtype
+    assert runtime.kernel("onnx", "auto") == ("onnx", "float32")

@@ -14,7 +14,7 @@ from typing import Any
 from kd.config import COMPUTE_BACKENDS, ComputeConfig, ModelConfig
 from kd.errors import ConfigError, KDError
 from kd.models.loading import initial_student
-from kd.models.runtime import corpus_backend_for, use_bf16
+from kd.models.runtime import corpus_backend_for, kernel, use_bf16
 from kd.models.store import model_fingerprint, resolve
 
 log = logging.getLogger(__name__)
@@ -120,9 +120,7 @@ PASS_PREFIX = "pass:"  # bench.stage_times reads these lines from each stage's l
 def kernel_path(spec: ModelSpec) -> str:
     """The arithmetic a pass of `spec` runs on this CPU: `torch/bfloat16`, `torch/float32`, `onnx/float32` or `onnx/int8`."""
     backend = spec.corpus_backend() if spec.text == "passage" or spec.role == "student" else "torch"
-    if backend == "torch":
-        return f"torch/{'bfloat16' if use_bf16(spec.cfg.dtype) else 'float32'}"
-    return "onnx/int8" if backend == "onnx-int8" else "onnx/float32"
+    return "/".join(kernel(backend, spec.cfg.dtype))
 
 
 def pass_record(op: str, spec: ModelSpec, items: int, computed: int, seconds: float) -> str:

@@ -76,12 +76,21 @@ def corpus_backend_for(value: str, static: bool = False, flags: AbstractSet[str]
     return "onnx-int8"
 
 
+def kernel(backend: str, dtype: str) -> tuple[str, str]:
+    """The arithmetic a pass runs on this CPU: (runtime, number format), e.g. `("torch", "bfloat16")`,
+    `("onnx", "int8")`; `backend` as resolved (`corpus_backend_for`), `dtype` the model's `dtype` key.
+    `corpus_encoder` and `kd.compute.spec.kernel_path` both name a pass by it."""
+    if backend == "torch":
+        return "torch", "bfloat16" if use_bf16(dtype) else "float32"
+    return "onnx", "int8" if backend == "onnx-int8" else "float32"
+
+
 def corpus_encoder(p: Any) -> str:
-    """How stages baseline/index encode the corpus, for metadata and tables: e.g. `torch (bfloat16)`."""
+    """How stages baseline/index encode the corpus, for metadata and tables: `torch (bfloat16)`,
+    `torch (float32)`, or the ONNX backend's name (`onnx`, `onnx-int8`)."""
     backend = corpus_backend_for(str(p.student.corpus_backend), p.student.kind == "static")
-    if backend != "torch":
-        return backend
-    return f"torch ({'bfloat16' if use_bf16(p.student.dtype) else 'float32'})"
+    runtime, number = kernel(backend, p.student.dtype)
+    return f"{runtime} ({number})" if runtime == "torch" else backend
 
 
 def autocast(dtype: str) -> contextlib.AbstractContextManager[Any]:

@@ -25,7 +25,6 @@ from kd.models.loading import initial_student, load_bi_encoder, save_student
 from kd.models.runtime import use_bf16
 from kd.models.teacher import BiEncoderTeacher, load_teacher
 from kd.paths import cache_dir
-from kd.retrieval.metrics import read_trec
 
 SCORES = artifacts.TEACHER_SCORES
 NEGATIVES = artifacts.NEGATIVES
@@ -55,8 +54,7 @@ def main(p: Params) -> None:
     scores = pd.read_parquet(SCORES)
     rows = training_rows(scores, query_text, doc_text, p.student, teacher_q, teacher_p, passages_from_teacher=asymmetric)
 
-    pool_runs = lambda: [read_trec(path) for path in DEV_POOL_RUNS]  # noqa: E731
-    evaluator, dev_pool_size = dev_setup(p, ds, doc_text, teacher, view, pool_runs)
+    evaluator, dev_pool_size = dev_setup(p, ds, doc_text, teacher, view, DEV_POOL_RUNS)
     model = load_bi_encoder(initial_student(p.student), p.train.max_seq_length)
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}  # for train.interpolate (WiSE-FT)
     projection = None

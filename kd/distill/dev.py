@@ -8,15 +8,16 @@ never seen here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kd.config import ModelConfig, Params
 from kd.data.io import Dataset
 from kd.models.loading import encode, set_max_length
 from kd.models.teacher import BiEncoderTeacher, CrossEncoderTeacher
-from kd.retrieval.metrics import Run
 from kd.retrieval.metrics import evaluate as evaluate_run
+from kd.retrieval.metrics import read_trec
 from kd.retrieval.search import teacher_run
 
 if TYPE_CHECKING:
@@ -114,14 +115,14 @@ def dev_setup(
     doc_text: dict[str, str],
     teacher: BiEncoderTeacher | CrossEncoderTeacher,
     view: TeacherCorpus | None,
-    pool_runs: Callable[[], list[Run]],
+    pool_run_files: Sequence[Path],
 ) -> tuple[Any, int]:
     """The evaluator that keeps the best epoch, and how many passages it searches.
 
     Asymmetric (`index.passages=teacher`): the student's queries against the teacher's whole matrix, as
     served. A static student: the whole corpus (its pass takes seconds), as `evaluate` scores it. Else a
     pool that mimics the full corpus: the judged passages plus the top `train.val_depth` of each run in
-    `pool_runs()` (BM25's and the untrained student's) and of the teacher's own search when it has a matrix.
+    the TREC runs in `pool_run_files` (BM25's and the untrained student's) and of the teacher's own search when it has a matrix.
     """
     queries, qrels = ds.queries["dev"], ds.qrels["dev"]
     if p.index.passages == "teacher":
@@ -130,7 +131,7 @@ def dev_setup(
     if p.student.kind == "static":
         return dev_evaluator(queries, qrels, doc_text, p.student), len(doc_text)
     docs = {d for judged in qrels.values() for d in judged}
-    runs = pool_runs()
+    runs = [read_trec(path) for path in pool_run_files]
     if view is not None and isinstance(teacher, BiEncoderTeacher):
         qids = sorted(queries)
         t_emb = dict(zip(qids, teacher.encode_queries([queries[q] for q in qids])))

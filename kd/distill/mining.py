@@ -152,7 +152,8 @@ def teacher_view(
     Passages in `held_out` (judged for dev or test) are never a pseudo-query's source, positive or candidate.
     """
     pseudo = pseudo_queries(corpus, held_out, cfg.pseudo_queries, cfg.pseudo_min_words, cfg.pseudo_max_words, seed)
-    texts = {**queries, **{q: text for q, (text, _) in pseudo.items()}}
+    pseudo_text = {q: text for q, (text, _) in pseudo.items()}
+    texts = {**queries, **pseudo_text}
     qids = sorted(texts)
     emb = teacher.encode_queries([texts[q] for q in qids], progress=True)
     depth = max(cfg.depth, 1) + 1  # +1: a pseudo-query's top-1 becomes its positive
@@ -162,7 +163,7 @@ def teacher_view(
         agree = sum(next(iter(qrels[q])) == src for q, (_, src) in pseudo.items() if q in qrels)
         log.info("%d pseudo-queries; the teacher ranks the cropped passage first for %d", len(pseudo), agree)
     run = {q: dict(top[q][: cfg.depth + 1]) for q in qids}
-    return TeacherView({q: text for q, (text, _) in pseudo.items()}, qrels, run, dict(zip(qids, emb)))
+    return TeacherView(pseudo_text, qrels, run, dict(zip(qids, emb)))
 
 
 def score_candidates(

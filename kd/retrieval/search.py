@@ -17,7 +17,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
@@ -142,7 +142,7 @@ def rerank_hits(hits: list[tuple[int, float]], scores: np.ndarray, k: int) -> li
     return [(hits[i][0], float(scores[i])) for i in order]
 
 
-def text_pair_scorer(queries: dict[str, str], doc_text: dict[str, str], teacher: Teacher | Any) -> IdPairScorer:
+def text_pair_scorer(queries: dict[str, str], doc_text: dict[str, str], teacher: Teacher) -> IdPairScorer:
     """Score (qid, docid) pairs by text with any `Teacher` (a cross-encoder, or a bi-encoder without its matrix)."""
     return lambda pairs: teacher.score([queries[q] for q, _ in pairs], [doc_text[d] for _, d in pairs])
 

@@ -275,7 +275,7 @@ def append_rows(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> No
 
 
 def cpu_label() -> str:
-    """`bf16` where the CPU has native bf16 (encodes run under bf16 autocast), else `no-bf16`."""
+    """`bf16` where encodes run under bf16 autocast (`use_bf16("auto")`: native and measured faster), else `no-bf16` (float32)."""
     from kd.models.runtime import use_bf16
 
     return "bf16" if use_bf16("auto") else "no-bf16"

@@ -3,6 +3,9 @@
     python -m bench.corpus_kernels                       # 128 passages of data/, torch vs onnx vs onnx-int8
     python -m bench.corpus_kernels --passages 64 --threads 1
 
+On a CPU with native bf16 a `torch-bf16` row is added (torch under bfloat16 autocast, what `dtype: auto`
+runs there), so whether bf16 pays on this CPU is measured, not assumed.
+
 Each pass runs through `kd.compute.ShardRunner`, the code stages `teacher_corpus`, `baseline` and
 `index` run, with `corpus_backend` set per row (what `auto` picks here is printed). Rates are passages
 per second over the same seeded sample, backends interleaved over `--rounds` so a slow spell of a
@@ -49,22 +52,25 @@ def main(argv: list[str] | None = None) -> None:
     threads = args.threads or available_cores()
     configure_threads(threads)
     rows: list[dict[str, Any]] = []
+    variants = {b: (b, "float32") for b in BACKENDS}
+    if cpu_label() == "bf16":
+        variants["torch-bf16"] = ("torch", "bfloat16")
     for role, cfg in (("teacher", p.teacher), ("student", p.student)):
         specs = {}
-        for backend in BACKENDS:
-            c = dataclasses.replace(cfg, corpus_backend=backend, dtype="float32")
-            specs[backend] = ModelSpec.teacher(c) if role == "teacher" else ModelSpec.student(c)
+        for name, (backend, dtype) in variants.items():
+            c = dataclasses.replace(cfg, corpus_backend=backend, dtype=dtype)
+            specs[name] = ModelSpec.teacher(c) if role == "teacher" else ModelSpec.student(c)
         runners = {b: ShardRunner(s, "encode") for b, s in specs.items()}  # exports ONNX on first use
         for r in runners.values():
             r.run(texts[:4])  # warm-up
-        seconds: dict[str, list[float]] = {b: [] for b in BACKENDS}
+        seconds: dict[str, list[float]] = {b: [] for b in variants}
         emb: dict[str, np.ndarray] = {}
         for _ in range(args.rounds):
             for b, r in runners.items():
                 t0 = time.perf_counter()
                 emb[b] = r.run(texts)
                 seconds[b].append(time.perf_counter() - t0)
-        for b in BACKENDS:
+        for b in variants:
             cos = np.sum(emb[b] * emb["torch"], axis=1)
             best = min(seconds[b])
             rows.append({"role": role, "model": cfg.model, "backend": b, "kernel": kernel_path(specs[b]),

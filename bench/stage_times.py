@@ -51,14 +51,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def stage_order(repo: Path) -> list[str]:
-    """Stage names in dvc.yaml order (the pipeline lists them upstream first)."""
+    """Stage names upstream first: a stage after every stage whose outs it depends on (dvc.yaml order otherwise).
+
+    `dvc repro -s` runs one stage without its upstream, so the file's order is not enough: `baseline`
+    reads `teacher_corpus` (asymmetric mode) though dvc.yaml lists it first."""
     path = repo / "dvc.yaml"
     if not path.is_file():
         raise SystemExit(f"error: {path} not found: --repo must be a DVC repository")
     stages = (yaml.safe_load(path.read_text()) or {}).get("stages") or {}
     if not isinstance(stages, dict) or not stages:
         raise SystemExit(f"error: {path} defines no stages")
-    return [str(s) for s in stages]
+
+    def within(dep: str, out: str) -> bool:
+        return dep == out or dep.startswith(out.rstrip("/") + "/") or out.startswith(dep.rstrip("/") + "/")
+
+    outs = {name: [next(iter(o)) if isinstance(o, dict) else str(o) for o in st.get("outs") or []] for name, st in stages.items()}
+    needs = {
+        name: {up for up in stages if up != name for d in st.get("deps") or [] for o in outs[up] if within(str(d), o)}
+        for name, st in stages.items()
+    }  # fmt: skip
+    order: list[str] = []
+    while len(order) < len(stages):
+        ready = [name for name in stages if name not in order and needs[name] <= set(order)]
+        if not ready:
+            raise SystemExit(f"error: {path}: the stages' deps and outs form a cycle")
+        order.append(str(ready[0]))
+    return order
 
 
 def dvc_command(explicit: str | None) -> list[str]:

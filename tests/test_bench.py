@@ -160,3 +160,20 @@ def test_stage_times_reads_each_pass_with_its_rate_and_kernel(tmp_path: Path, ca
     table = markdown({"repo": "r", "started": "t", "cores": 2,
                       "stages": [{"stage": "baseline", "status": "ok", "wall_s": 1.0, "cpu_s": 1.0, "passes": [first]}]})  # fmt: skip
     assert "| baseline | encode | minilm (student) | 6 | 6 |" in table and "torch/float32" in table
+
+
+def test_stage_times_runs_each_stage_after_the_stages_it_reads(tmp_path: Path) -> None:
+    """`dvc repro -s` runs no upstream stage: the order follows deps and outs, not the file's order."""
+    from bench.stage_times import stage_order
+
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n"
+        "  data: {cmd: a, outs: [data]}\n"
+        "  baseline: {cmd: b, deps: [data/corpus.jsonl, artifacts/teacher_corpus], outs: [artifacts/baseline]}\n"
+        "  teacher_corpus: {cmd: c, deps: [data], outs: [{artifacts/teacher_corpus: {persist: true}}]}\n"
+        "  evaluate: {cmd: d, deps: [artifacts/baseline]}\n"
+    )  # fmt: skip
+    assert stage_order(tmp_path) == ["data", "teacher_corpus", "baseline", "evaluate"]
+    (tmp_path / "dvc.yaml").write_text("stages:\n  a: {cmd: a, deps: [y], outs: [x]}\n  b: {cmd: b, deps: [x], outs: [y]}\n")
+    with pytest.raises(SystemExit, match="cycle"):
+        stage_order(tmp_path)

@@ -126,3 +126,15 @@ def test_split_systems_in_table_order_and_the_rerank_of_the_served_backend(tmp_p
     assert sorted(p.name for p in (tmp_path / "runs" / "dev").iterdir()) == [
         "bm25.trec", "kd.trec", "kd_rerank_at_2.trec", "teacher.trec", "untrained.trec",
     ]  # fmt: skip
+
+
+def test_write_tables_writes_the_csv_and_the_markdown_it_returns(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from kd.retrieval.evaluation import write_tables
+    from kd.retrieval.metrics import MEASURES
+
+    metrics = metrics_of({k: {m: v["nDCG@10"] for m in MEASURES} for k, v in TABLE.items()}, PER_QUERY)
+    md = write_tables(tmp_path / "eval", metrics, 100, "torch (float32)")
+    assert (tmp_path / "eval" / "table.md").read_text() == md and "| kd | 0.6000 | 0.6000 | 0.6000 |" in md
+    lines = (tmp_path / "eval" / "table.csv").read_text().splitlines()
+    assert lines[0] == "split,system," + ",".join(MEASURES) and "dev,kd,0.6,0.6,0.6" in lines
+    assert not [p.name for p in (tmp_path / "eval").iterdir() if p.name not in ("table.md", "table.csv")]  # no temp files

@@ -41,3 +41,11 @@ def test_tiny_cross_encoder_is_built_once_with_its_head_saved(tmp_path: Path) ->
     stamp = model_fingerprint(path)
     assert tiny_cross_encoder_path(tmp_path) == path and model_fingerprint(path) == stamp
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp folder left behind
+
+
+def test_assembled_models_live_in_the_repositorys_cache_folder() -> None:
+    """README: the first run assembles the teacher into `.cache/models/` at the repository root (git-ignored)."""
+    from kd.models.store import MODEL_CACHE
+    from tests.conftest import ROOT
+
+    assert MODEL_CACHE == ROOT / ".cache" / "models"

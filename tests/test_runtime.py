@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kd.config import check_dtype
@@ -34,17 +36,40 @@ def test_configure_threads() -> None:
         runtime.configure_threads(before)
 
 
-def test_use_bf16_follows_setting_and_cpu_flags() -> None:
-    assert runtime.use_bf16("auto", flags={"avx512f", "avx512_bf16"})
-    assert runtime.use_bf16("auto", flags={"amx_bf16"})
-    assert not runtime.use_bf16("auto", flags={"avx2", "avx512f"})
+def test_use_bf16_needs_the_flag_and_a_measured_speedup() -> None:
+    fast, slow = runtime.BF16_MIN_SPEEDUP + 1.0, 0.57  # an EPYC with avx512_bf16 measures ~2x; an Intel Xeon without AMX 0.57x
+    assert runtime.use_bf16("auto", flags={"avx512f", "avx512_bf16"}, speedup=fast)
+    assert runtime.use_bf16("auto", flags={"amx_bf16"}, speedup=fast)
+    assert not runtime.use_bf16("auto", flags={"avx512f", "avx512_bf16"}, speedup=slow)  # the flag alone is not enough
+    assert not runtime.use_bf16("auto", flags={"avx2", "avx512f"}, speedup=fast)  # emulated bf16: never
     assert runtime.use_bf16("bfloat16", flags=set()) and not runtime.use_bf16("float32", flags={"avx512_bf16"})
     with pytest.raises(ConfigError, match=r"teacher\.dtype"):
         check_dtype("fp16", "teacher.dtype")
 
 
-def test_corpus_backend_auto_is_torch_with_bf16_else_int8() -> None:
-    assert runtime.corpus_backend_for("auto", flags={"avx512f", "avx512_bf16"}) == "torch"
+def test_bf16_speedup_is_measured_once_and_kept(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The measurement is real (torch on this CPU); its value is kept, so every later stage decides alike."""
+    assert runtime.measure_bf16_speedup(reps=1) > 0
+    monkeypatch.setenv("KD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    runtime.bf16_speedup.cache_clear()
+    try:
+        first = runtime.bf16_speedup()
+        (kept,) = (tmp_path / "runtime").glob("bf16-speedup-*.json")
+        assert json.loads(kept.read_text())["speedup"] == first
+        kept.write_text(json.dumps({"speedup": 7.5}))
+        runtime.bf16_speedup.cache_clear()
+        assert runtime.bf16_speedup() == 7.5  # read back, not measured again
+        monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2"}))
+        runtime.bf16_speedup.cache_clear()
+        assert runtime.bf16_speedup() == 0.0  # no native bf16: nothing to measure
+    finally:
+        runtime.bf16_speedup.cache_clear()
+
+
+def test_corpus_backend_auto_is_torch_where_bf16_pays_else_int8() -> None:
+    assert runtime.corpus_backend_for("auto", flags={"avx512f", "avx512_bf16"}, speedup=2.0) == "torch"
+    assert runtime.corpus_backend_for("auto", flags={"avx512f", "avx512_bf16"}, speedup=0.57) == "onnx-int8"
     assert runtime.corpus_backend_for("auto", flags={"avx2", "fma"}) == "onnx-int8"
     assert runtime.corpus_backend_for("auto", static=True, flags={"avx2"}) == "torch"  # a lookup: nothing to quantize
     assert runtime.corpus_backend_for("onnx", flags={"avx512_bf16"}) == "onnx"  # an explicit choice is kept

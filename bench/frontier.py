@@ -35,7 +35,8 @@ from bench.common import append_rows, cpu_label, dvc_exp_run
 
 OUT = Path("bench/results/frontier.csv")
 COSTS = Path("bench/results/frontier_costs.csv")  # the machine the quality runs used: the decision reads these
-COSTS_BF16 = Path("bench/results/avx512_bf16/frontier_costs.csv")  # the same table on a CPU with native bf16
+# The same table measured on other machines, one folder each under bench/results/ (named by the CPU): reported, chooses nothing.
+OTHER_COSTS = "*/frontier_costs.csv"
 PLOT = Path("bench/results/frontier_plot.csv")
 REPORT = Path("bench/results/frontier.md")
 FIELDS = ["point", "student", "mode", "data", "seed", "split", "queries", "bm25", "untrained", "kd", "teacher",
@@ -315,8 +316,8 @@ def report() -> str:
             f"(CPU kinds: {', '.join(cpus) or '-'}; `no-bf16` = float32 arithmetic).\n\n## Quality (nDCG@10)\n\n"
             + "\n".join(md) + "\n\n## The decision rule on pooled dev (docs/frontier.md)\n\n" + "\n".join(rule_md)
             + "\n\n## Cost\n\n" + cost_table(costs) + "\n")  # fmt: skip
-    if bf16_costs := _read(COSTS_BF16):  # the same table measured on a CPU with native bf16 (chooses nothing)
-        text += f"\n## Cost on a CPU with native bf16\n\n{cost_table(bf16_costs)}\n"
+    for other in sorted(COSTS.parent.glob(OTHER_COSTS)):
+        text += f"\n## Cost on `{other.parent.name}`\n\n{cost_table(_read(other))}\n"
     write_text(REPORT, text)
     with atomic_path(PLOT) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["system", "query_p50_ms", "ndcg@10", "split", "data"])
@@ -333,7 +334,7 @@ def main() -> None:
     ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="overrides added to every run")
     ap.add_argument("--costs", action="store_true", help="measure the cost table only (no training runs)")
     ap.add_argument("--threads", type=int, default=1, help="query-encode threads (service.threads)")
-    ap.add_argument("--costs-out", type=Path, default=COSTS, help=f"cost CSV to write (e.g. {COSTS_BF16} on a bf16 CPU)")
+    ap.add_argument("--costs-out", type=Path, default=COSTS, help="cost CSV to write (another machine: bench/results/<cpu>/frontier_costs.csv)")
     ap.add_argument("--report", action="store_true", help="only rewrite frontier.md and the plot CSV")
     ap.add_argument("--out", type=Path, default=OUT, help="CSV the quality rows go to (e.g. a pilot's own file)")
     args = ap.parse_args()

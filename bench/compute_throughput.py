@@ -88,7 +88,7 @@ def main() -> None:
         print(row, flush=True)
     model = p.teacher.model if args.model == "teacher" else p.student.model
     bf16 = use_bf16(p.teacher.dtype if args.model == "teacher" else p.student.dtype)
-    precision = "bf16 autocast (this CPU has native bf16)" if bf16 else "float32 (no bf16 on this CPU, or dtype float32)"
+    precision = "bf16 autocast (native here and measured faster)" if bf16 else "float32 (no native bf16, bf16 measured slower here, or dtype float32)"
     name = args.name or f"compute_throughput_{args.model}"
     data = {"machine": machine_info(), "model": model, "passages": len(texts), "shard": args.shard, "rows": rows,
             "note": "local = 1 process, torch's 2 threads; rayN = N actors of 1 CPU (1 torch thread) on a local Ray"}  # fmt: skip

@@ -123,7 +123,7 @@ class ModelConfig:
     corpus_chunk: int = 512  # teacher only: passages per kept chunk of the resumable teacher_corpus stage
     backend: str = "torch"  # student only: query encoder (service, eval): torch | onnx | onnx-int8
     corpus_backend: str = "torch"  # bulk corpus passes (student: baseline, index; teacher: teacher_corpus): auto | torch | onnx | onnx-int8
-    dtype: str = "float32"  # PyTorch inference (encoding): auto (bf16 where the CPU has it natively) | bfloat16 | float32
+    dtype: str = "float32"  # PyTorch inference (encoding): auto (bf16 where the CPU has it natively and it measures faster) | bfloat16 | float32
     score_norm: str = "none"  # teacher only: none | standardize (each group's scores to mean 0, std score_scale)
     score_scale: float = 0.1  # teacher only: the per-group std of standardised scores (a student's cosine spread)
     smoke_model: str = "minilm"  # teacher only: the tiny stand-in of this kind that `+experiment=smoke` uses

@@ -199,20 +199,12 @@ def parse_variant(spec: str) -> tuple[str, str]:
 
 
 def machine_info() -> dict[str, Any]:
-    from kd.models.runtime import available_cores, package_versions, pick_quant_config
+    from kd.models.runtime import available_cores, cpu_model, package_versions, pick_quant_config
 
     versions = package_versions(
         ("torch", "onnxruntime", "sentence-transformers", "transformers", "faiss-cpu", "optimum-onnx")
     )
-    model = ""
-    try:
-        model = next(
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        )
-    except (OSError, StopIteration):
-        model = platform.processor()
+    model = cpu_model()
     try:
         load = list(os.getloadavg())
     except OSError:

@@ -222,16 +222,10 @@ def write_params(base: Path, out: Path, **service: Any) -> Path:
 
 
 def cpu_flags() -> dict[str, Any]:
+    from kd.models.runtime import cpu_flags as flags_of_this_cpu
     from kd.models.runtime import use_bf16
 
-    flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = line
-                break
-    except OSError:
-        pass
+    flags = flags_of_this_cpu()
     return {
         "bf16": use_bf16("auto"),
         "avx512_bf16": "avx512_bf16" in flags,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from kd.config import Params
-from kd.data.io import Dataset, passage_text, read_dataset
+from kd.data.io import Dataset, judged, passage_text, read_dataset
 from kd.distill.objective import projection_start, training_rows
 from kd.errors import DataError
 from kd.models import teacher_corpus
@@ -46,7 +46,7 @@ class TrainingInputs:
     @property
     def judged(self) -> set[str]:
         """Passages judged for dev or test: never a training target."""
-        return {d for split in ("dev", "test") for docs in self.ds.qrels[split].values() for d in docs}
+        return judged(self.ds.qrels)
 
     @property
     def teacher_group_size(self) -> int | None:

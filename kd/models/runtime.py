@@ -31,16 +31,21 @@ _ORT_THREADS: int | None = None  # set by configure_threads; None = ONNX Runtime
 
 
 @functools.cache
+def cpu_info() -> tuple[str, ...]:
+    """The lines of /proc/cpuinfo (none where there is no such file, e.g. macOS), read once per process."""
+    try:
+        return tuple(Path("/proc/cpuinfo").read_text().splitlines())
+    except OSError:
+        return ()
+
+
+@functools.cache
 def cpu_flags() -> frozenset[str]:
     """The CPU feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS).
 
     Read once per process: `autocast` asks on every encode call, the service's rerank per request.
     """
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return frozenset()
-    for line in text.splitlines():
+    for line in cpu_info():
         if line.startswith(("flags", "Features")):
             return frozenset(line.split(":", 1)[1].split())
     return frozenset()
@@ -59,10 +64,9 @@ BF16_MIN_SPEEDUP: Final = 1.2  # `auto` runs bfloat16 only where it measured at 
 
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (`platform.processor()` elsewhere)."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+    for line in cpu_info():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
@@ -104,13 +108,14 @@ def bf16_speedup() -> float:
     from kd.atomic import write_text
     from kd.paths import cache_dir
 
-    ident = json.dumps([cpu_model(), sorted(cpu_flags()), torch.__version__])
+    model = cpu_model()
+    ident = json.dumps([model, sorted(cpu_flags()), torch.__version__])
     path = cache_dir() / "runtime" / f"bf16-speedup-{hashlib.sha256(ident.encode()).hexdigest()[:12]}.json"
     with contextlib.suppress(OSError, ValueError, KeyError):
         return float(json.loads(path.read_text())["speedup"])
     speedup = round(measure_bf16_speedup(), 3)  # the value kept is the value used, first run and later ones alike
-    write_text(path, json.dumps({"speedup": round(speedup, 3), "cpu": json.loads(ident)[0], "torch": torch.__version__}) + "\n")
-    logger.info("bfloat16 autocast runs %.2fx float32 on this CPU (%s): dtype auto uses %s", speedup, cpu_model(),
+    write_text(path, json.dumps({"speedup": speedup, "cpu": model, "torch": torch.__version__}) + "\n")
+    logger.info("bfloat16 autocast runs %.2fx float32 on this CPU (%s): dtype auto uses %s", speedup, model,
                 "bfloat16" if speedup >= BF16_MIN_SPEEDUP else "float32")  # fmt: skip
     return speedup
 

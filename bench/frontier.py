@@ -117,9 +117,10 @@ def measure_costs(points: list[str], threads: int, n_passages: int = 256) -> lis
     from kd.compose import compose
     from kd.data.io import passage_text, read_dataset
     from kd.models.backends import load_student, query_encode_ms
-    from kd.models.loading import encode, initial_student
+    from kd.models.loading import encode
     from kd.models.runtime import available_cores, configure_threads
     from kd.models.store import resolve
+    from kd.models.student_families import initial_student
     from kd.models.teacher import BiEncoderTeacher, load_teacher
     from kd.params import params_from_dict
     from kd.retrieval.search import query_encoder

@@ -56,8 +56,9 @@ from kd.data.io import read_queries  # noqa: E402
 from kd.errors import KDError  # noqa: E402
 from kd.params import load_params
 from kd.retrieval.search import search_rows  # noqa: E402
-from service.engine import Engine, load_engine  # noqa: E402
+from service.engine import Engine  # noqa: E402
 from service.settings import Settings
+from service.startup import load_engine  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -314,7 +314,7 @@ PASSAGE_SOURCES: Final[tuple[str, ...]] = ("student", "teacher")
 def check_layers(layers: list[int] | None, key: str = "student.layers") -> None:
     """`layers` (transformer layers to keep) must be null or a non-empty, strictly increasing list of indices >= 0.
 
-    Whether the last index exists in the checkpoint is checked when it loads (`kd.models.loading.cut_layers`).
+    Whether the last index exists in the checkpoint is checked when it loads (`kd.models.student_families.cut_layers`).
     """
     if layers is None:
         return

@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         from kd.params import load_params
-        from service.engine import load_engine
         from service.settings import Settings, check_service_config
+        from service.startup import load_engine
 
         params = load_params(args.params or Path(os.environ.get("KD_PARAMS") or "params.yaml"))
         rerank = False if args.no_rerank else _env_bool("KD_SERVICE_RERANK")

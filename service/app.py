@@ -25,7 +25,7 @@ from litestar.openapi.spec import Components, OpenAPIType, Schema, SecuritySchem
 from litestar.params import JSONBody
 
 from kd.config import ServiceConfig
-from service.engine import Engine, load_engine
+from service.engine import Engine
 from service.errors import StrictJSON, error_responses, http_error, internal_error
 from service.handlers import Runner, engine_of, run_batch, run_encode, run_search, runner_of
 from service.keys import KeyStore
@@ -41,6 +41,7 @@ from service.schemas import (
     request_types,
 )
 from service.settings import Settings, check_service_config
+from service.startup import load_engine
 
 log = logging.getLogger("service")
 

@@ -15,13 +15,13 @@ from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import SPLITS, passage_text, read_dataset
 from kd.models.backends import load_student
-from kd.models.loading import encode, initial_student
-from kd.paths import cache_dir, sweep_stale
+from kd.models.loading import encode
+from kd.models.student_families import initial_student
+from kd.paths import cache_dir
 from kd.retrieval import index, search
 from kd.retrieval.metrics import write_trec
 
 OUT = artifacts.BASELINE
-TEACHER_CORPUS = artifacts.TEACHER_CORPUS
 
 
 def main(p: Params) -> None:
@@ -30,13 +30,8 @@ def main(p: Params) -> None:
     docids = sorted(ds.corpus)
     texts = [passage_text(ds.corpus[d]) for d in docids]
     model = load_student(initial_student(p.student), p.student.backend, p.student.max_seq_length)  # queries: few, local
-    if p.index.passages == "teacher":  # asymmetric: the untrained student's queries against the teacher's passages
-        emb = index.teacher_passages(TEACHER_CORPUS, p.teacher, docids, texts, model.get_sentence_embedding_dimension())
-    else:
-        spec = compute.ModelSpec.student(p.student)
-        chunk_dir = cache_dir() / "encode" / "baseline" / compute.fingerprint(texts, spec)
-        sweep_stale(chunk_dir.parent, keep=chunk_dir.name)  # other inputs' shards, unused for weeks
-        emb = compute.encode_texts(texts, spec, p.compute, chunk_dir)
+    spec = compute.ModelSpec.student(p.student)  # the untrained student; asymmetric: the teacher's passages
+    emb = index.passage_vectors(p, spec, artifacts.TEACHER_CORPUS, docids, texts, cache_dir() / "encode" / "baseline")
     idx = index.build(emb, p.index, p.seed)
     with atomic_dir(OUT) as tmp:
         for split in SPLITS:

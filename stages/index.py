@@ -16,14 +16,12 @@ from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
 from kd.errors import ArtifactError
-from kd.models.backends import load_student
 from kd.models.runtime import corpus_encoder
-from kd.paths import cache_dir, sweep_stale
+from kd.paths import cache_dir
 from kd.retrieval import index
 
 STUDENT = artifacts.STUDENT
 OUT = artifacts.INDEX
-TEACHER_CORPUS = artifacts.TEACHER_CORPUS
 
 
 def main(p: Params) -> None:
@@ -33,23 +31,15 @@ def main(p: Params) -> None:
     ds = read_dataset(Path("data"))
     docids = sorted(ds.corpus)  # row order is stable
     texts = [passage_text(ds.corpus[d]) for d in docids]
-    if p.index.passages == "teacher":  # asymmetric: the teacher's matrix is the index, no student corpus pass
-        dim = load_student(STUDENT, "torch").get_sentence_embedding_dimension()
-        emb = index.teacher_passages(TEACHER_CORPUS, p.teacher, docids, texts, int(dim or 0))
-        passage_encoder = f"teacher {p.teacher.model} (stage teacher_corpus)"
-    else:
-        spec = compute.ModelSpec.student(p.student, STUDENT)
-        chunk_dir = cache_dir() / "encode" / "index" / compute.fingerprint(texts, spec)
-        sweep_stale(chunk_dir.parent, keep=chunk_dir.name)  # other inputs' shards, unused for weeks
-        emb = compute.encode_texts(texts, spec, p.compute, chunk_dir)
-        passage_encoder = corpus_encoder(p)
+    spec = compute.ModelSpec.student(p.student, STUDENT)
+    emb = index.passage_vectors(p, spec, artifacts.TEACHER_CORPUS, docids, texts, cache_dir() / "encode" / "index")
     idx = index.build(emb, p.index, p.seed)
     meta = {
         "student": p.student.model,
         "student_dir": str(STUDENT),
         "student_backend": p.student.backend,  # the query encoder the service uses
         "passages": p.index.passages,  # student (symmetric) | teacher (asymmetric: the teacher's passage matrix)
-        "corpus_encoder": passage_encoder,
+        "corpus_encoder": corpus_encoder(p),
         "compute": p.compute.backend,
         "teacher": p.teacher.model,
         "index": dataclasses.asdict(p.index),

@@ -17,8 +17,8 @@ from kd.cli import run_stage
 from kd.config import Params
 from kd.data.io import passage_text, read_dataset
 from kd.models import teacher_corpus
-from kd.models.loading import check_layers_exist
 from kd.models.runtime import corpus_backend_for
+from kd.models.student_families import check_layers_exist
 from kd.models.teacher import corpus_key
 from kd.paths import cache_dir, sweep_stale
 

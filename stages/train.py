@@ -11,12 +11,12 @@ from kd import artifacts, tracking
 from kd.atomic import write_text
 from kd.cli import run_stage
 from kd.config import Params
-from kd.distill.corpus_fit import fit_to_teacher_matrix
 from kd.distill.dev import VAL_METRIC, dev_setup
 from kd.distill.inputs import load_training_inputs
 from kd.distill.train import train as fit
-from kd.models.loading import initial_student, load_bi_encoder, save_student
+from kd.models.loading import load_bi_encoder, save_student
 from kd.models.runtime import use_bf16
+from kd.models.student_families import initial_student
 from kd.paths import cache_dir
 
 STUDENT = artifacts.STUDENT
@@ -40,14 +40,7 @@ def main(p: Params) -> None:
                      "bfloat16 mixed precision" if bf16 else "float32", p.train.dtype)  # fmt: skip
         seed = p.train.seed_or(p.seed)
         train_cfg = dataclasses.replace(p.train, learning_rate=p.student.learning_rate or p.train.learning_rate)
-        corpus_loss: list[float] = []
-        if p.train.corpus_epochs:  # the teacher's embedding of each unjudged passage first (kd.distill.corpus_fit)
-            corpus_loss = fit_to_teacher_matrix(
-                model, inp.view, inp.judged, inp.doc_text, p.train.corpus_epochs, train_cfg.learning_rate,
-                p.train.batch_size, p.train.max_seq_length, seed, p.student.passage_prefix, Path(work) / "corpus",
-            )  # fmt: skip
-            for epoch, value in enumerate(corpus_loss, start=1):
-                tr.metric("corpus_fit_loss", value, epoch)
+        corpus_loss = inp.fit_corpus(model, p, train_cfg.learning_rate, seed, Path(work) / "corpus", tr.metric)
         curves = fit(
             model, inp.rows, evaluator, p.loss, train_cfg, seed, Path(work), on_metrics=tr.metric, bf16=bf16,
             projection=projection, compute=p.compute, teacher_passages=inp.teacher_group_size,

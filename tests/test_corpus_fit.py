@@ -9,7 +9,8 @@ import torch
 from kd.config import ModelConfig
 from kd.distill.corpus_fit import EmbedLoss, corpus_targets, fit_corpus
 from kd.errors import ConfigError
-from kd.models.loading import encode, initial_student, load_bi_encoder
+from kd.models.loading import encode, load_bi_encoder
+from kd.models.student_families import initial_student
 from kd.params import params_from_dict
 
 STATIC = ModelConfig(name="static", kind="static", model="minilm", backend="torch", corpus_backend="torch")

@@ -24,7 +24,8 @@ def test_every_point_composes_to_valid_params(point):
 
 
 def test_flops_per_token_of_a_static_model_is_its_width():
-    from kd.models.loading import initial_student, load_bi_encoder
+    from kd.models.loading import load_bi_encoder
+    from kd.models.student_families import initial_student
 
     static = load_bi_encoder(initial_student(ModelConfig(model="minilm", kind="static", backend="torch",
                                                          corpus_backend="torch")))  # fmt: skip

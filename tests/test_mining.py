@@ -68,3 +68,40 @@ def test_training_groups_filter_pad_and_count_dropped() -> None:
     assert dropped == 1
     row = frame.iloc[0]
     assert row["neg_ids"] == ["n1", "n2"] and row["sources"] == ["bm25", "bm25"] and row["teacher_q"] == []
+
+
+def test_mine_keeps_held_out_passages_out_and_needs_judged_queries(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The whole mining step with the packaged MiniLM as a bi-encoder teacher over its own passage matrix."""
+    import pytest
+
+    from kd.config import MiningConfig, ModelConfig
+    from kd.data.io import Dataset
+    from kd.errors import DataError
+    from kd.models.teacher import load_teacher
+    from kd.models.teacher_corpus import TeacherCorpus
+
+    texts = {
+        "open": "open() returns a file object; read() reads the whole file.",
+        "sort": "sorted() returns a new sorted list from the items of an iterable.",
+        "json": "json.loads parses a JSON document into Python objects.",
+        "zip": "zip() iterates over several iterables in parallel.",
+        "held": "pathlib.Path.read_text reads a file as a string.",
+    }
+    corpus = {d: {"title": "", "text": t} for d, t in texts.items()}
+    ds = Dataset(
+        corpus,
+        {"train": {"q1": "how do I read a file", "q2": "sort a list"}, "dev": {}, "test": {"t1": "read a file as text"}},
+        {"train": {"q1": {"open": 1}, "q2": {"sort": 1}}, "dev": {}, "test": {"t1": {"held": 1}}},
+    )
+    teacher = load_teacher(ModelConfig(name="minilm", model="minilm", kind="bi_encoder", max_seq_length=64))
+    docids = sorted(corpus)
+    view = TeacherCorpus(docids, teacher.encode_passages([texts[d] for d in docids]), {})
+    cfg = MiningConfig(depth=4, num_negatives=2, sources=["teacher"])
+    df = mining.mine(cfg, 13, ds, {}, teacher, view, tmp_path)
+    assert sorted(df["qid"]) == ["q1", "q2"] and list(df.set_index("qid").loc["q1", "pos_id"]) != []
+    for neg_ids in df["neg_ids"]:
+        assert "held" not in neg_ids and len(neg_ids) == 2  # judged for test: never a negative
+    assert all(len(q) == 384 for q in df["teacher_q"])  # the teacher's query embedding, kept for later stages
+    empty = Dataset(corpus, {**ds.queries, "train": {}}, {**ds.qrels, "train": {}})
+    with pytest.raises(DataError, match="data.max_train_queries"):
+        mining.mine(cfg, 13, empty, {}, teacher, view, tmp_path)

@@ -80,3 +80,16 @@ def test_kernel_names_the_arithmetic_of_each_backend() -> None:
     assert runtime.kernel("torch", "float32") == ("torch", "float32")
     assert runtime.kernel("onnx-int8", "bfloat16") == ("onnx", "int8")  # ONNX ignores the torch dtype
     assert runtime.kernel("onnx", "auto") == ("onnx", "float32")
+
+
+
+def test_corpus_encoder_names_the_teacher_for_an_asymmetric_index() -> None:
+    import dataclasses
+
+    from kd.models.runtime import corpus_encoder
+    from kd.params import params_from_dict
+
+    p = params_from_dict({"student": {"corpus_backend": "onnx-int8"}})
+    assert corpus_encoder(p) == "onnx-int8"
+    asym = dataclasses.replace(p, index=dataclasses.replace(p.index, passages="teacher"))
+    assert corpus_encoder(asym) == f"teacher {asym.teacher.model} (stage teacher_corpus)"

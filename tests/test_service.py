@@ -35,9 +35,10 @@ from kd.params import load_params
 from kd.retrieval import index as kd_index
 from kd.retrieval import search as kd_search
 from service.app import create_app
-from service.engine import Engine, load_engine, validate_artifacts
+from service.engine import Engine
 from service.ops import RequestIdFilter
 from service.settings import Settings
+from service.startup import load_engine, validate_artifacts
 from tests.service_fixtures import REPO, judged_test_queries, teacher_corpus_dir
 
 pytestmark = pytest.mark.slow  # every test here serves the smoke pipeline's artifacts
@@ -679,7 +680,7 @@ def test_bad_teacher_corpus_names_the_file(
     artifacts: tuple[Path, Path, Path, Params], engine: Engine, tc_dir: Path, tmp_path: Path
 ) -> None:
     from kd.models import teacher_corpus
-    from service.engine import load_teacher_corpus
+    from service.startup import load_teacher_corpus
 
     _, student_dir, index_dir, params = artifacts
     tc = teacher_corpus.load(tc_dir)

@@ -19,10 +19,11 @@ from kd.errors import ConfigError
 from kd.params import load_params
 from service import keys as keys_mod
 from service.app import create_app
-from service.engine import Engine, load_engine
+from service.engine import Engine
 from service.keys import KeyStore, create_key, read_records, revoke_key
 from service.ops import TokenBuckets
 from service.settings import Settings
+from service.startup import load_engine
 from tests.service_fixtures import REPO
 
 QUERY = {"query": "Why is it called Python?", "k": 3}

@@ -11,9 +11,9 @@ from kd import tracking
 from kd.errors import ConfigError
 from kd.params import load_params
 from service.app import create_app
-from service.engine import load_engine
 from service.registry import parse
 from service.settings import Settings
+from service.startup import load_engine
 
 
 def test_registry_uri_parsing() -> None:

@@ -15,7 +15,8 @@ from kd.config import IndexConfig, ModelConfig, Params
 from kd.distill.objective import DistillLoss, training_rows
 from kd.errors import ArtifactError, ConfigError
 from kd.models import teacher_corpus
-from kd.models.loading import cut_layers, initial_student, load_bi_encoder
+from kd.models.loading import load_bi_encoder
+from kd.models.student_families import cut_layers, initial_student
 from kd.params import params_from_dict
 from kd.retrieval import index
 
@@ -124,6 +125,25 @@ def test_teacher_matrix_is_refused_for_another_width_or_corpus(tmp_path):
         index.teacher_passages(out, teacher, docids, ["alpha text", "beta text", "edited"], 384)
     with pytest.raises(ArtifactError, match="fingerprint"):  # the same corpus from another teacher setting
         index.teacher_passages(out, replace(teacher, max_seq_length=128), docids, texts, 384)
+
+
+def test_passage_vectors_follow_index_passages(tmp_path):
+    """Symmetric: the student's own pass (kept shards, so a rerun reads them); asymmetric: the teacher's rows."""
+    from kd import compute
+    from kd.params import params_from_dict
+
+    p = params_from_dict({"teacher": {"model": "minilm", "max_seq_length": 64}, "student": {"corpus_backend": "torch"}})
+    docids, texts = ["a", "b", "c"], ["alpha text", "beta text", "gamma text"]
+    out = write_view(tmp_path, docids, texts, p.teacher, 384)
+    spec = compute.ModelSpec.student(p.student)
+    own = index.passage_vectors(p, spec, out, docids, texts, tmp_path / "shards")
+    (shards,) = (tmp_path / "shards").iterdir()
+    assert own.shape == (3, 384) and any(shards.iterdir())
+    assert np.allclose(own, index.passage_vectors(p, spec, out, docids, texts, tmp_path / "shards"))
+    asym = replace(p, index=replace(p.index, passages="teacher"))
+    teachers = index.passage_vectors(asym, spec, out, docids, texts, tmp_path / "unused")
+    assert np.allclose(teachers, index.teacher_passages(out, p.teacher, docids, texts, 384))
+    assert not np.allclose(teachers, own) and not (tmp_path / "unused").exists()  # no student corpus pass
 
 
 class Bag(nn.Module):
@@ -242,7 +262,7 @@ def test_symmetric_static_keeps_its_epoch_on_the_whole_corpus(tmp_path_factory):
 
 
 def test_layers_beyond_the_checkpoint_fail_before_the_long_passes():
-    from kd.models.loading import check_layers_exist
+    from kd.models.student_families import check_layers_exist
 
     check_layers_exist(ModelConfig(model="minilm", layers=[0, 5]))  # in range: nothing to say
     with pytest.raises(ConfigError, match=r"student\.layers=\[0, 9\] names layer 9, but minilm has 6"):

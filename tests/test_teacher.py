@@ -324,3 +324,55 @@ def test_tiny_cross_encoder_ranks_by_overlap(tiny_ce):
     s = teacher.score([q for q, _ in pairs], [d for _, d in pairs]).reshape(-1, 2)
     assert (s[:, 0] > s[:, 1]).mean() >= 0.75, s
     assert untrained_head(teacher.model, tiny_ce) == []
+
+
+# ------------------------------------------------------------------ the teacher stage's reading and summary
+
+
+def test_read_groups_names_the_stage_to_run(tmp_path: Path) -> None:
+    from kd.distill.teacher_scores import read_groups
+    from kd.errors import DataError
+
+    path = tmp_path / "negatives.parquet"
+    with pytest.raises(DataError, match=r"not found: run `dvc repro negatives`"):
+        read_groups(path)
+    GROUPS.iloc[:0].to_parquet(path)
+    with pytest.raises(DataError, match=r"is empty: check mining params"):
+        read_groups(path)
+    GROUPS.to_parquet(path)
+    assert read_groups(path)["qid"].tolist() == ["q1", "q2", "q3"]
+
+
+def test_group_queries_prefer_the_text_each_group_stored() -> None:
+    from kd.distill.teacher_scores import group_queries
+
+    assert group_queries(GROUPS, QUERIES) == QUERIES  # no stored text: the training queries
+    stored = GROUPS.assign(qid=["q1", "p7", "q3"], query=["How do I read a file?", "a span", "parse json"])
+    got = group_queries(stored, QUERIES)
+    assert got["q1"] == "How do I read a file?" and got["p7"] == "a span" and got["q2"] == QUERIES["q2"]
+
+
+def test_describe_by_hand() -> None:
+    from kd.distill.teacher_scores import describe
+
+    # margins 0.9 - 0.7 = 0.2 and 0.8 - 0.6 = 0.2; stds 0.1633 and 0.0943
+    got = describe(pd.DataFrame({"scores": [[0.9, 0.5, 0.7], [0.8, 0.6, 0.6]]}))
+    assert got == "raw positive-vs-hardest margin 0.2000, within-group std 0.1288"
+    assert describe(pd.DataFrame({"scores": []})) == "no groups"
+
+
+def test_load_with_matrix_reads_a_bi_encoders_rows_and_names_the_missing_stage(tmp_path: Path) -> None:
+    from kd.errors import ArtifactError
+    from kd.models import teacher_corpus
+    from kd.models.teacher import load_with_matrix
+
+    docids = sorted(DOCS)
+    with pytest.raises(ArtifactError, match="dvc repro teacher_corpus"):
+        load_with_matrix(CFG, tmp_path / "missing", docids)
+    emb = np.eye(3, 4, dtype=np.float32)
+    teacher_corpus.write(tmp_path / "tc", docids, emb, {"model": "minilm"})
+    teacher, view = load_with_matrix(CFG, tmp_path / "tc", docids)
+    assert isinstance(teacher, BiEncoderTeacher) and view is not None
+    assert np.array_equal(view.rows(["d2"]), emb[[1]])
+    with pytest.raises(ArtifactError, match="does not match data/corpus.jsonl"):
+        load_with_matrix(CFG, tmp_path / "tc", ["d1", "d2"])  # a matrix of another corpus

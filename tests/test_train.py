@@ -273,7 +273,7 @@ def test_the_batch_order_follows_the_training_seed(tmp_path):
     from sentence_transformers.evaluation import SentenceEvaluator
 
     from kd.distill.dev import VAL_METRIC
-    from kd.models.loading import initial_student
+    from kd.models.student_families import initial_student
 
     class Flat(SentenceEvaluator):  # type: ignore[misc]
         primary_metric = VAL_METRIC

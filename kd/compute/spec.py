@@ -13,9 +13,9 @@ from typing import Any
 
 from kd.config import COMPUTE_BACKENDS, ComputeConfig, ModelConfig
 from kd.errors import ConfigError, KDError
-from kd.models.loading import initial_student
 from kd.models.runtime import corpus_backend_for, kernel, use_bf16
 from kd.models.store import model_fingerprint, resolve
+from kd.models.student_families import initial_student
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from kd.distill.losses import embed_cosine
 from kd.errors import ConfigError
-from kd.models.loading import set_max_length
+from kd.models.loading import embedding_dim, set_max_length
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def fit_corpus(
 
     from kd.distill.train import seeded_trainer
 
-    width = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
+    width = embedding_dim(model)
     if targets.ndim != 2 or targets.shape[1] != width:
         raise ConfigError(
             f"train.corpus_epochs needs a student as wide as the teacher ({targets.shape[-1]}), got {width}: "

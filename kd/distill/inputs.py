@@ -5,6 +5,7 @@ teacher's query embeddings; assembled into the trainer's rows (`kd.distill.objec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,10 +15,11 @@ import pandas as pd
 
 from kd.config import Params
 from kd.data.io import Dataset, judged, passage_text, read_dataset
+from kd.distill.corpus_fit import fit_to_teacher_matrix
 from kd.distill.objective import projection_start, training_rows
 from kd.errors import DataError
-from kd.models import teacher_corpus
-from kd.models.teacher import BiEncoderTeacher, CrossEncoderTeacher, load_teacher
+from kd.models.loading import embedding_dim
+from kd.models.teacher import BiEncoderTeacher, CrossEncoderTeacher, load_with_matrix
 
 if TYPE_CHECKING:
     from torch import nn
@@ -53,11 +55,26 @@ class TrainingInputs:
         """Asymmetric training reads each group's passages as the teacher's rows: the group size; else None."""
         return len(self.scores["doc_ids"].iloc[0]) if self.asymmetric else None
 
+    def fit_corpus(
+        self, model: Any, p: Params, learning_rate: float, seed: int, work: Path, on_metric: Callable[..., None]
+    ) -> list[float]:
+        """`train.corpus_epochs` epochs toward the teacher's row of every unjudged passage, before the ranking
+        training (`kd.distill.corpus_fit`; none at 0). Each epoch's loss goes to `on_metric("corpus_fit_loss", loss, epoch)`."""
+        if not p.train.corpus_epochs:
+            return []
+        losses = fit_to_teacher_matrix(
+            model, self.view, self.judged, self.doc_text, p.train.corpus_epochs, learning_rate, p.train.batch_size,
+            p.train.max_seq_length, seed, p.student.passage_prefix, work,
+        )  # fmt: skip
+        for epoch, value in enumerate(losses, start=1):
+            on_metric("corpus_fit_loss", value, epoch)
+        return losses
+
     def projection(self, model: Any, p: Params) -> nn.Linear | None:
         """`loss.embed`'s student->teacher map when the widths differ (started at the least-squares fit); else None."""
         if not p.loss.embed or self.teacher_q is None or self.view is None:
             return None
-        if model.get_sentence_embedding_dimension() == self.view.emb.shape[1]:
+        if embedding_dim(model) == self.view.emb.shape[1]:
             return None  # a student made from the teacher: its space already
         return projection_start(model, self.scores, self.query_text, self.doc_text, self.teacher_q, self.view.rows,
                                 p.student, p.seed)  # fmt: skip
@@ -74,10 +91,7 @@ def load_training_inputs(
     doc_text = {d: passage_text(v) for d, v in ds.corpus.items()}
     neg = pd.read_parquet(negatives, columns=["qid", "query", "teacher_q"])
     query_text = dict(zip(neg["qid"], neg["query"]))
-    teacher = load_teacher(p.teacher)
-    view = None
-    if isinstance(teacher, BiEncoderTeacher):
-        view = teacher_corpus.load(teacher_matrix, expect_docids=sorted(ds.corpus))
+    teacher, view = load_with_matrix(p.teacher, teacher_matrix, sorted(ds.corpus))
     asymmetric = p.index.passages == "teacher"
     teacher_q = None
     if p.loss.sim_kl or p.loss.sim_mse or p.loss.embed or asymmetric:  # these need the teacher's embeddings

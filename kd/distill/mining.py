@@ -10,15 +10,16 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from kd.config import MiningConfig
-from kd.data.io import passage_text
-from kd.distill.pseudo import pseudo_queries
+from kd.data.io import Dataset, judged, passage_text
+from kd.distill.pseudo import pseudo_queries, rewrite_as_questions
 from kd.errors import DataError
-from kd.models.teacher import BiEncoderTeacher
+from kd.models.teacher import BiEncoderTeacher, CrossEncoderTeacher
 from kd.models.teacher_cache import CachedTeacher
 from kd.models.teacher_corpus import TeacherCorpus
 from kd.retrieval.metrics import Qrels, Run
@@ -210,3 +211,50 @@ def training_groups(
             "teacher_q": q_emb[g.qid].astype(np.float32).tolist() if g.qid in q_emb else [],
         })  # fmt: skip
     return pd.DataFrame(rows), dropped
+
+
+NO_TRAINING_QUERIES = "data/qrels/train.tsv has no judged training queries: raise data.max_train_queries"
+
+
+def mine(
+    cfg: MiningConfig,
+    seed: int,
+    ds: Dataset,
+    runs: dict[str, Run],
+    teacher: BiEncoderTeacher | CrossEncoderTeacher,
+    view: TeacherCorpus | None,
+    cache_root: Path,
+) -> pd.DataFrame:
+    """The training groups of stage `negatives`, from the judged training queries and the `runs` read upstream.
+
+    A `mining.question_share` of the queries is rewritten as questions. With the teacher's passage
+    matrix (`view`, a bi-encoder teacher) `teacher_view` adds its pseudo-queries, its own run (when
+    `teacher` is in `mining.sources`) and each query's embedding, and candidates are scored by dot
+    products; else (a cross-encoder) by pair scores cached under `cache_root`. Passages judged for
+    dev or test never enter a group.
+
+    Raises:
+        DataError: no judged training query (the fix: `data.max_train_queries`).
+    """
+    if not ds.qrels["train"] and not (view is not None and cfg.pseudo_queries):
+        raise DataError(NO_TRAINING_QUERIES)
+    held_out = judged(ds.qrels)
+    queries = rewrite_as_questions(ds.queries["train"], cfg.question_share, seed)
+    qrels = dict(ds.qrels["train"])
+    q_emb: dict[str, np.ndarray] = {}
+    if view is not None and isinstance(teacher, BiEncoderTeacher):
+        seen = teacher_view(teacher, view, ds.corpus, queries, held_out, cfg, seed)
+        queries.update(seen.queries)
+        qrels.update(seen.qrels)
+        q_emb = seen.q_emb
+        if "teacher" in cfg.sources:
+            runs = {**runs, "teacher": seen.run}
+    groups = candidates(qrels, runs, cfg.depth, held_out)
+    if not groups:
+        raise DataError(NO_TRAINING_QUERIES)
+    cached = CachedTeacher(teacher, cache_root) if view is None else None  # pair scores, cached
+    scores = score_candidates(groups, queries, ds.corpus, cached, view, q_emb)
+    df, dropped = training_groups(groups, scores, queries, q_emb, held_out, cfg, seed)
+    n_cands = sum(len(g.cand_ids) for g in groups)
+    log.info("%d groups; %d of %d candidates dropped as likely false negatives", len(df), dropped, n_cands)
+    return df

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from kd.atomic import atomic_path
 from kd.config import ModelConfig
-from kd.errors import ConfigError
+from kd.errors import ConfigError, DataError
 from kd.models.teacher_cache import CachedTeacher
 from kd.models.teacher_corpus import TeacherCorpus
 from kd.paths import STALE_AFTER_DAYS, sweep_stale
@@ -57,6 +57,40 @@ def normalize_groups(frame: pd.DataFrame, cfg: ModelConfig) -> pd.DataFrame:
     out = frame.copy()
     out["scores"] = [normalize_scores(np.asarray(s), cfg.score_norm, cfg.score_scale).tolist() for s in frame["scores"]]
     return out
+
+
+def read_groups(path: Path) -> pd.DataFrame:
+    """The training groups of stage `negatives`; a missing or empty file names the stage to run."""
+    if not path.exists():
+        raise DataError(f"{path} not found: run `dvc repro negatives` first")
+    groups = pd.read_parquet(path)
+    if groups.empty:
+        raise DataError(f"{path} is empty: check mining params, then `dvc repro negatives`")
+    return groups
+
+
+def group_queries(groups: pd.DataFrame, train_queries: dict[str, str]) -> dict[str, str]:
+    """qid -> query text: the training queries, updated by the text each group stores (stage
+    `negatives` keeps it, pseudo-queries and questions rewritten from headings included)."""
+    out = dict(train_queries)
+    if "query" in groups.columns:
+        out.update(zip(groups["qid"].astype(str), groups["query"]))
+    return out
+
+
+def describe(scores: pd.DataFrame) -> str:
+    """The raw scores at a glance: mean margin of the positive over the hardest negative, and the mean
+    within-group spread (std), the numbers to compare when a teacher or its normalisation changes.
+
+    Example:
+        >>> describe(pd.DataFrame({"scores": [[0.9, 0.5, 0.7], [0.8, 0.6, 0.6]]}))
+        'raw positive-vs-hardest margin 0.2000, within-group std 0.1288'
+    """
+    if not len(scores):
+        return "no groups"
+    margins = [s[0] - max(s[1:]) for s in scores["scores"]]
+    spread = [np.std(s) for s in scores["scores"]]
+    return f"raw positive-vs-hardest margin {np.mean(margins):.4f}, within-group std {np.mean(spread):.4f}"
 
 
 class PairScorer(Protocol):

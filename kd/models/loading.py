@@ -6,7 +6,6 @@ A name goes through `kd.models.store.resolve` (packaged, local folder or hub id)
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kd.atomic import atomic_dir
-from kd.config import ModelConfig, check_layers
-from kd.errors import ConfigError, ModelLoadError
+from kd.config import ModelConfig
+from kd.errors import ModelLoadError
 from kd.models.runtime import autocast
-from kd.models.store import MODEL_CACHE, PACKAGED, cross_encoder_module, model_fingerprint, resolve
+from kd.models.store import PACKAGED, cross_encoder_module, resolve
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder, SentenceTransformer
@@ -64,6 +63,14 @@ def load_bi_encoder(
     return model
 
 
+def embedding_dim(model: Any) -> int | None:
+    """The width of a sentence-transformers model's embeddings (None when it cannot tell), by the name
+    this sentence-transformers release has (`get_embedding_dimension`, formerly `get_sentence_embedding_dimension`)."""
+    get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    dim = get()
+    return None if dim is None else int(dim)
+
+
 def set_max_length(model: SentenceTransformer, max_seq_length: int | float | None) -> None:
     """Truncate inputs at `max_seq_length` tokens where the model has such a limit.
 
@@ -75,111 +82,6 @@ def set_max_length(model: SentenceTransformer, max_seq_length: int | float | Non
     if isinstance(prop, property) and prop.fset is None:
         return
     model.max_seq_length = int(max_seq_length)
-
-
-def transformer_layers(model: SentenceTransformer) -> Any:
-    """The `nn.ModuleList` of transformer blocks inside a sentence-transformers model (BERT, MPNet, RoBERTa...)."""
-    hf = getattr(model[0], "auto_model", None)
-    encoder = getattr(hf, "encoder", None)
-    blocks = getattr(encoder, "layer", None)
-    if blocks is None:
-        raise ModelLoadError(
-            f"student.layers: {type(hf).__name__} has no encoder.layer list to cut; use a BERT/MPNet/RoBERTa-style "
-            "checkpoint or set student.layers=null"
-        )
-    return blocks
-
-
-def cut_layers(model: SentenceTransformer, layers: list[int]) -> SentenceTransformer:
-    """Keep only the transformer blocks `layers` (in order), in place: a smaller model in the same space.
-
-    Layer-reduction distillation (DistilBERT, Sanh et al. 2019; sentence-transformers'
-    model_distillation_layer_reduction example): the student starts as a subset of a trained
-    checkpoint's layers, with its tokenizer, embeddings and pooling, and learns to reproduce it.
-
-    Args:
-        model: a loaded sentence-transformers bi-encoder (its first module a `Transformer`).
-        layers: indices into its blocks, strictly increasing (`kd.config.check_layers`).
-
-    Example:
-        >>> cut_layers(load_bi_encoder("mpnet"), [0, 4, 8, 11])  # 4 of 12 layers
-    """
-    from torch import nn
-
-    check_layers(layers)
-    blocks = transformer_layers(model)
-    if layers[-1] >= len(blocks):
-        raise ConfigError(
-            f"student.layers={layers} names layer {layers[-1]}, but the checkpoint has {len(blocks)} "
-            f"(0-{len(blocks) - 1}): list layers below {len(blocks)} (conf/student/)"
-        )
-    hf: Any = model[0].auto_model
-    hf.encoder.layer = nn.ModuleList([blocks[i] for i in layers])
-    hf.config.num_hidden_layers = len(layers)
-    return model
-
-
-def check_layers_exist(cfg: ModelConfig) -> None:
-    """Refuse `student.layers` beyond the checkpoint's depth from its config.json alone (no weights loaded),
-    so a bad index fails before the long passes; a hub checkpoint not on disk is checked when it loads."""
-    if not cfg.layers or cfg.kind == "static":
-        return
-    config = Path(resolve(cfg.model)) / "config.json"
-    if not config.is_file():
-        return
-    depth = json.loads(config.read_text()).get("num_hidden_layers")
-    if isinstance(depth, int) and cfg.layers[-1] >= depth:
-        raise ConfigError(
-            f"student.layers={cfg.layers} names layer {cfg.layers[-1]}, but {cfg.model} has {depth} "
-            f"(0-{depth - 1}): list layers below {depth} (conf/student/)"
-        )
-
-
-def static_from(source: str, dim: int | None) -> SentenceTransformer:
-    """A static-embedding model distilled from `source`: its tokenizer's vocabulary, encoded once.
-
-    Model2Vec's distillation (Tulkens & van Dongen, 2024), through sentence-transformers'
-    `StaticEmbedding.from_distillation`: every vocabulary token goes through `source`, the output
-    vectors are PCA-reduced to `dim` (None keeps the source's width, and its space) and weighted by
-    model2vec's frequency prior (SIF);
-    the model is the table, mean-pooled. An ordinary sentence-transformers model once saved.
-    """
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import StaticEmbedding
-
-    path = resolve(source)
-    try:
-        static = StaticEmbedding.from_distillation(path, device="cpu", pca_dims=dim)
-    except ImportError as exc:
-        raise ModelLoadError(f"student.kind=static needs model2vec: run `pip install -e .` ({exc})") from exc
-    return SentenceTransformer(modules=[static], device="cpu")
-
-
-def initial_student(cfg: ModelConfig) -> str:
-    """The untrained student as a local folder (or a hub id): what `baseline` encodes and `train` starts from.
-
-    A plain checkpoint (`student.layers` null, kind bi_encoder) is `student.model` itself. A cut checkpoint
-    or a static table is built once into `.cache/models/students/` under a name that holds the source's
-    content hash and the family's keys, so a changed source or key builds anew; written atomically.
-    """
-    if cfg.kind != "static" and cfg.layers is None:
-        return resolve(cfg.model)
-    source = Path(resolve(cfg.model))
-    content = model_fingerprint(source)[:12] if source.is_dir() else str(cfg.model).replace("/", "--")
-    if cfg.kind == "static":
-        name = f"static-{Path(cfg.model).name}-{cfg.dim or 'full'}-{content}"
-    else:
-        name = f"cut-{Path(cfg.model).name}-L{'_'.join(map(str, cfg.layers or []))}-{content}"
-    target = MODEL_CACHE / "students" / name
-    if (target / "modules.json").exists():
-        return str(target)
-    if cfg.kind == "static":
-        model = static_from(cfg.model, cfg.dim)
-    else:
-        model = cut_layers(load_bi_encoder(cfg.model), list(cfg.layers or []))
-    with atomic_dir(target) as tmp:
-        model.save(str(tmp), create_model_card=False)
-    return str(target)
 
 
 def _stored_tensor_names(source: str) -> set[str] | None:

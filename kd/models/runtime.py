@@ -161,8 +161,11 @@ def kernel(backend: str, dtype: str) -> tuple[str, str]:
 
 
 def corpus_encoder(p: Any) -> str:
-    """How stages baseline/index encode the corpus, for metadata and tables: `torch (bfloat16)`,
-    `torch (float32)`, or the ONNX backend's name (`onnx`, `onnx-int8`)."""
+    """What encoded the index's passages, for metadata and tables: the teacher's pass when
+    `index.passages=teacher`, else the student's `torch (bfloat16)`, `torch (float32)`, or the ONNX
+    backend's name (`onnx`, `onnx-int8`)."""
+    if p.index.passages == "teacher":
+        return f"teacher {p.teacher.model} (stage teacher_corpus)"
     backend = corpus_backend_for(str(p.student.corpus_backend), p.student.kind == "static")
     runtime, number = kernel(backend, p.student.dtype)
     return f"{runtime} ({number})" if runtime == "torch" else backend

@@ -20,6 +20,8 @@ from kd.errors import ModelLoadError
 from kd.models.loading import encode, load_bi_encoder, load_cross_encoder
 from kd.models.runtime import autocast, corpus_backend_for, package_versions, use_bf16
 from kd.models.store import model_fingerprint, resolve
+from kd.models.teacher_corpus import TeacherCorpus
+from kd.models.teacher_corpus import load as load_matrix
 
 if TYPE_CHECKING:
     from sentence_transformers import CrossEncoder, SentenceTransformer
@@ -139,6 +141,20 @@ def load_teacher(cfg: ModelConfig) -> BiEncoderTeacher | CrossEncoderTeacher:
     raise ModelLoadError(
         f"teacher.kind={cfg.kind!r} is unknown: use 'bi_encoder' or 'cross_encoder' (conf/teacher/)"
     )
+
+
+def load_with_matrix(
+    cfg: ModelConfig, matrix_dir: Path, docids: list[str]
+) -> tuple[BiEncoderTeacher | CrossEncoderTeacher, TeacherCorpus | None]:
+    """The teacher, and its passage matrix (stage `teacher_corpus`, rows in `docids` order) when it is a
+    bi-encoder; a cross-encoder has none and scores pairs.
+
+    Raises:
+        ArtifactError: the matrix is missing or was written for another corpus (names the stage to run).
+    """
+    teacher = load_teacher(cfg)
+    view = load_matrix(matrix_dir, expect_docids=docids) if isinstance(teacher, BiEncoderTeacher) else None
+    return teacher, view
 
 
 def corpus_key(cfg: ModelConfig) -> str:

@@ -18,13 +18,16 @@ from typing import Any
 import faiss
 import numpy as np
 
+from kd import compute
 from kd.atomic import atomic_dir
-from kd.config import DEFAULT_SEED, IndexConfig, ModelConfig
+from kd.config import DEFAULT_SEED, IndexConfig, ModelConfig, Params
 from kd.data.io import Corpus, passage_text, read_jsonl
 from kd.errors import ArtifactError, ConfigError
 from kd.models import teacher_corpus
-from kd.models.loading import encode
+from kd.models.backends import load_student
+from kd.models.loading import embedding_dim, encode
 from kd.models.teacher import corpus_key
+from kd.paths import sweep_stale
 
 
 def build(emb: np.ndarray, cfg: IndexConfig, seed: int = DEFAULT_SEED) -> faiss.Index:
@@ -199,3 +202,21 @@ def teacher_passages(corpus_dir: Path, teacher: ModelConfig, docids: list[str], 
     expect = teacher_corpus.fingerprint(docids, texts, corpus_key(teacher))
     view = teacher_corpus.load(corpus_dir, expect_fingerprint=expect, expect_docids=docids)
     return teacher_corpus.for_student(view, student_dim)
+
+
+def passage_vectors(
+    p: Params, spec: compute.ModelSpec, teacher_matrix: Path, docids: list[str], texts: list[str], shard_root: Path
+) -> np.ndarray:
+    """The rows an index over the corpus holds, as `index.passages` says.
+
+    `teacher` (asymmetric): the teacher's passage matrix (`teacher_passages`), no student corpus pass.
+    `student` (symmetric): the pass of the student in `spec` where `compute` says (`kd.compute.encode_texts`),
+    in shards kept under `shard_root/<fingerprint of texts and model>/`, so a killed stage resumes.
+    `docids`/`texts`: the corpus in row order (sorted ids).
+    """
+    if p.index.passages == "teacher":
+        dim = embedding_dim(load_student(spec.model_dir or spec.cfg.model, "torch"))
+        return teacher_passages(teacher_matrix, p.teacher, docids, texts, dim or 0)
+    chunk_dir = shard_root / compute.fingerprint(texts, spec)
+    sweep_stale(shard_root, keep=chunk_dir.name)  # other inputs' shards, unused for weeks
+    return compute.encode_texts(texts, spec, p.compute, chunk_dir)

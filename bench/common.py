@@ -184,7 +184,7 @@ def docs_slice(params: Params, max_passages: int, seed: int = 13) -> Dataset:
 
 def parse_variant(spec: str) -> tuple[str, str]:
     """`onnx-int8:full` -> ("onnx-int8", "full"); a plain backend name gets the default recipe."""
-    from kd.config import check_backend
+    from kd.choices import check_backend
     from kd.models.onnx_export import RECIPES
 
     backend, _, recipe = spec.strip().partition(":")

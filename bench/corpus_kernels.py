@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from bench.common import cpu_label, write_results
+from kd.choices import BACKENDS
 
 RESULTS = Path("bench/results")
-BACKENDS = ("torch", "onnx", "onnx-int8")
 
 
 def main(argv: list[str] | None = None) -> None:

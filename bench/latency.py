@@ -51,7 +51,8 @@ from bench.common import (  # noqa: E402
     write_results,
 )
 from kd import artifacts  # noqa: E402
-from kd.config import Params, check_backend  # noqa: E402
+from kd.choices import check_backend  # noqa: E402
+from kd.config import Params  # noqa: E402
 from kd.data.io import read_queries  # noqa: E402
 from kd.errors import KDError  # noqa: E402
 from kd.params import load_params

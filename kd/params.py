@@ -15,19 +15,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from kd.config import (
-    DATA_SOURCES,
-    MINING_SOURCES,
-    PASSAGE_SOURCES,
-    STUDENT_KINDS,
-    DataConfig,
-    ModelConfig,
-    Params,
-    check_backend,
-    check_corpus_backend,
-    check_dtype,
-    check_layers,
-)
+from kd.choices import PASSAGE_SOURCES, STUDENT_KINDS, check_backend, check_corpus_backend, check_dtype, check_layers
+from kd.config import DATA_SOURCES, MINING_SOURCES, DataConfig, ModelConfig, Params
 from kd.errors import ConfigError
 
 PARAMS_FILE = Path("params.yaml")

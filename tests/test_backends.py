@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("optimum.onnxruntime")
 
-from kd.config import BACKENDS  # noqa: E402
+from kd.choices import BACKENDS  # noqa: E402
 from kd.errors import ConfigError  # noqa: E402
 from kd.models import backends  # noqa: E402
 from kd.models.loading import encode

@@ -58,5 +58,5 @@ def test_layer_rule_catches_an_upward_import(tmp_path: Path) -> None:
 
 def test_every_kd_module_lives_in_a_named_part() -> None:
     top = sorted(p.stem for p in (ROOT / "kd").glob("*.py"))
-    plumbing = ["__init__", "artifacts", "atomic", "cli", "compose", "config", "errors", "params", "paths", "tracking"]
+    plumbing = ["__init__", "artifacts", "atomic", "choices", "cli", "compose", "config", "errors", "params", "paths", "tracking"]
     assert top == plumbing, f"new top-level module(s) {sorted(set(top) - set(plumbing))}: put them in a subpackage"

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kd.config import check_dtype
+from kd.choices import check_dtype
 from kd.errors import ConfigError
 from kd.models import runtime
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kd.config import check_backend
+from kd.choices import check_backend
 from kd.errors import ModelLoadError
 from kd.models.loading import load_bi_encoder, set_max_length
 from kd.models.onnx_export import SERVING_FILE, Recipe, default_export_dir, export_onnx, read_marker

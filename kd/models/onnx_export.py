@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from kd.atomic import atomic_dir
-from kd.config import check_backend
+from kd.choices import check_backend
 from kd.errors import ConfigError, ModelLoadError
 from kd.models.runtime import QUANT_CONFIGS, QuantConfig, package_versions, pick_quant_config
 from kd.models.store import model_fingerprint

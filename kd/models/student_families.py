@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kd.atomic import atomic_dir
-from kd.config import ModelConfig, check_layers
+from kd.choices import check_layers
+from kd.config import ModelConfig
 from kd.errors import ConfigError, ModelLoadError
 from kd.models.loading import load_bi_encoder
 from kd.models.store import MODEL_CACHE, model_fingerprint, resolve

@@ -6,7 +6,6 @@ raise the agreement; a `train` that left (or reloaded) the untrained weights fai
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -17,11 +16,12 @@ import torch
 from scipy.stats import kendalltau
 
 from kd.config import ComputeConfig, LossConfig, ModelConfig, TrainConfig
+from kd.distill.curves import Curves
 from kd.distill.dev import dev_evaluator
 from kd.distill.losses import combined
 from kd.distill.mixing import interpolate_weights, wise_ft
 from kd.distill.objective import fit_projection, training_rows
-from kd.distill.train import Curves, train
+from kd.distill.train import train
 from kd.errors import ConfigError, DataError
 from kd.models.loading import encode, load_bi_encoder
 
@@ -296,24 +296,6 @@ def test_the_batch_order_follows_the_training_seed(tmp_path):
               tmp_path / str(seed), teacher_passages=g)  # fmt: skip
         weights.append(model[0].embedding.weight.detach().clone())
     assert not torch.equal(weights[0], weights[1])
-
-
-def test_curves_best_is_the_kept_epoch_never_the_untrained_row() -> None:
-    curves = Curves(epochs=[{"epoch": 0, "dev_ndcg@10": 0.9}, {"epoch": 1, "dev_ndcg@10": 0.4}, {"epoch": 2, "dev_ndcg@10": 0.5}])
-    assert curves.best()["epoch"] == 2  # the trainer never saves the untrained model, even when it scores higher
-    assert Curves(epochs=[{"epoch": 0, "dev_ndcg@10": 0.3}]).best()["epoch"] == 0  # nothing trained
-
-
-def test_curves_summary_reports_the_kept_epoch_and_the_saved_score() -> None:
-    curves = Curves(
-        steps=[{"step": 1, "total": 0.8}, {"step": 2, "total": 0.25}],
-        epochs=[{"epoch": 0, "dev_ndcg@10": 0.3}, {"epoch": 1, "dev_ndcg@10": 0.5}, {"epoch": 2, "dev_ndcg@10": 0.45}],
-    )
-    s = curves.summary(0.55, 0.5, dev_pool_size=120, groups=7, corpus_loss=[0.2])
-    assert (s["best_epoch"], s["best_dev_pool_ndcg@10"], s["untrained_dev_pool_ndcg@10"]) == (1, 0.5, 0.3)
-    assert (s["dev_pool_ndcg@10"], s["interpolate"], s["final_loss"]) == (0.55, 0.5, 0.25)  # the mix's score, not the epoch's
-    assert (s["dev_pool_size"], s["train_groups"], s["corpus_fit_loss"]) == (120, 7, [0.2])
-    assert math.isnan(Curves(epochs=[{"epoch": 0, "dev_ndcg@10": 0.3}]).summary(0.3, 1.0, 1, 0, [])["final_loss"])
 
 
 def test_training_inputs_name_the_stage_that_writes_a_missing_input(tmp_path: Path) -> None:

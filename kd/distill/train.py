@@ -8,73 +8,25 @@ epoch's weights are kept. Test queries are never seen here.
 
 from __future__ import annotations
 
-import csv
 import functools
 import json
 import math
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from kd.atomic import atomic_path, write_text
+from kd.atomic import write_text
 from kd.config import ComputeConfig, LossConfig, TrainConfig
+from kd.distill.curves import Curves
 from kd.distill.dev import VAL_METRIC
-from kd.distill.mixing import check_mixes, wise_ft
+from kd.distill.mixing import check_mixes
 from kd.distill.objective import DistillLoss
 from kd.errors import ConfigError
 from kd.models.loading import set_max_length
-
-
-@dataclass
-class Curves:
-    """What the trainer saw, for dvc plots and MLflow."""
-
-    steps: list[dict[str, float]] = field(default_factory=list)
-    epochs: list[dict[str, float]] = field(default_factory=list)
-    mixes: list[dict[str, float]] = field(default_factory=list)  # dev score per WiSE-FT mix (`wise_ft`)
-
-    def best(self) -> dict[str, float]:
-        """The epoch the trainer kept (best dev nDCG@10); row 0, the untrained model, only when nothing trained."""
-        return max(self.epochs[1:] or self.epochs, key=lambda r: r["dev_ndcg@10"])
-
-    def mix(self, model: Any, initial: dict[str, torch.Tensor], evaluator: Any, alpha: float, grid: Iterable[float]) -> float:
-        """Leave `model` at WiSE-FT mix `alpha` toward `initial` (`kd.distill.mixing.wise_ft`), record the dev
-        curve over `grid` in `mixes`, and return the saved model's dev score. The untrained and the kept
-        epoch's scores are known already, so they cost no dev pass."""
-        known = {0.0: self.epochs[0]["dev_ndcg@10"], 1.0: self.best()["dev_ndcg@10"]}
-        score, self.mixes = wise_ft(model, initial, evaluator, alpha, grid, known)
-        return score
-
-    def summary(self, saved_score: float, interpolate: float, dev_pool_size: int, groups: int,
-                corpus_loss: list[float]) -> dict[str, Any]:  # fmt: skip
-        """artifacts/train/metrics.json: the kept epoch, the saved weights' dev score (that epoch's unless
-        `train.interpolate` < 1), the untrained start, the pool searched, and the losses."""
-        best = self.best()
-        return {
-            "best_epoch": best["epoch"],
-            "best_dev_pool_ndcg@10": best["dev_ndcg@10"],
-            "interpolate": interpolate,
-            "dev_pool_ndcg@10": saved_score,
-            "untrained_dev_pool_ndcg@10": self.epochs[0]["dev_ndcg@10"],
-            "dev_pool_size": dev_pool_size,
-            "final_loss": self.steps[-1]["total"] if self.steps else float("nan"),
-            "train_groups": groups,
-            "corpus_fit_loss": corpus_loss,  # per epoch of train.corpus_epochs (empty when 0)
-        }
-
-    def write(self, out_dir: Path) -> None:
-        """Write loss.csv (steps), dev.csv (epochs), interpolate.csv (WiSE-FT mixes) under `out_dir`; skip empty ones."""
-        for name, rows in (("loss.csv", self.steps), ("dev.csv", self.epochs), ("interpolate.csv", self.mixes)):
-            if not rows:
-                continue
-            with atomic_path(out_dir / name) as tmp, tmp.open("w", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
 
 
 @functools.cache

@@ -116,21 +116,25 @@ def mixed(
     counter = iter(range(plain_n))
     deadline = time.perf_counter() + time_cap
 
+    def send(c: Conn, kind: str, body: dict[str, Any], i: int, codes: Counter[int], lat: list[float], lag: float = 0.0) -> None:
+        """One request with the `i`-th query; its status counted, its latency (plus `lag`) kept when 200."""
+        try:
+            status, ms = timed(c, body, DEFAULT_QUERIES[i % len(DEFAULT_QUERIES)])
+        except OSError as exc:
+            with lock:
+                errors.append(f"{kind} {type(exc).__name__}: {exc}")
+            return
+        with lock:
+            codes[status] += 1
+            if status == 200:
+                lat.append(ms + lag)
+
     def reranker() -> None:
         c = client(url, None)
         i = 0
         try:
             while not stop.is_set() and time.perf_counter() < deadline:
-                try:
-                    status, ms = timed(c, RERANK, DEFAULT_QUERIES[i % len(DEFAULT_QUERIES)])
-                except OSError as exc:
-                    with lock:
-                        errors.append(f"rerank {type(exc).__name__}: {exc}")
-                    continue
-                with lock:
-                    rerank_codes[status] += 1
-                    if status == 200:
-                        rerank_lat.append(ms)
+                send(c, "rerank", RERANK, i, rerank_codes, rerank_lat)
                 i += 1
         finally:
             c.close()
@@ -152,17 +156,7 @@ def mixed(
                     if now < due:
                         time.sleep(due - now)
                     lag = max(0.0, time.perf_counter() - due) * 1000
-                try:
-                    status, ms = timed(c, PLAIN, DEFAULT_QUERIES[i % len(DEFAULT_QUERIES)])
-                    ms += lag
-                except OSError as exc:
-                    with lock:
-                        errors.append(f"plain {type(exc).__name__}: {exc}")
-                    continue
-                with lock:
-                    plain_codes[status] += 1
-                    if status == 200:
-                        plain_lat.append(ms)
+                send(c, "plain", PLAIN, i, plain_codes, plain_lat, lag)
         finally:
             c.close()
 

@@ -69,3 +69,13 @@ def check_layers(layers: list[int] | None, key: str = "student.layers") -> None:
         raise ConfigError(f"{key}={layers} repeats a layer: each kept layer once, in order (e.g. [0, 2, 5])")
     if list(layers) != sorted(layers):
         raise ConfigError(f"{key}={layers} is out of order: list the kept layers in increasing order ({sorted(layers)})")
+
+
+SCORE_NORMS: Final[tuple[str, ...]] = ("none", "standardize")
+
+
+def check_score_norm(value: str, key: str = "teacher.score_norm") -> str:
+    """`value` if it is a known per-group normalisation of the teacher's scores, else a ConfigError naming `key`."""
+    if value not in SCORE_NORMS:
+        raise ConfigError(f"{key}={value!r} is unknown: use one of {', '.join(SCORE_NORMS)} (conf/teacher/)")
+    return value

@@ -15,7 +15,15 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from kd.choices import PASSAGE_SOURCES, STUDENT_KINDS, check_backend, check_corpus_backend, check_dtype, check_layers
+from kd.choices import (
+    PASSAGE_SOURCES,
+    STUDENT_KINDS,
+    check_backend,
+    check_corpus_backend,
+    check_dtype,
+    check_layers,
+    check_score_norm,
+)
 from kd.config import DATA_SOURCES, MINING_SOURCES, DataConfig, ModelConfig, Params
 from kd.errors import ConfigError
 
@@ -101,10 +109,7 @@ def params_from_dict(raw: dict[str, Any]) -> Params:
     check_passages(params)
     if params.train.corpus_epochs < 0:
         raise ConfigError(f"train.corpus_epochs={params.train.corpus_epochs} must be >= 0 (0: no corpus embedding fit)")
-    if params.teacher.score_norm not in ("none", "standardize"):
-        raise ConfigError(
-            f"teacher.score_norm={params.teacher.score_norm!r} is unknown: use none or standardize (conf/teacher/)"
-        )
+    check_score_norm(params.teacher.score_norm)
     if params.teacher.kind != "bi_encoder":
         needs_view = {
             "mining.sources contains 'teacher'": "teacher" in sources,

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from kd.config import BeirDirData, DataConfig, MsMarcoData, PythonDocsFaqData
+from kd.config import DATA_SOURCES, BeirDirData, DataConfig, MsMarcoData, PythonDocsFaqData
 from kd.data.io import Dataset
 from kd.errors import ConfigError, DataError
-
-SOURCES = ("python_docs_faq", "beir_dir", "msmarco")
 
 
 def load_source(cfg: DataConfig, seed: int) -> Dataset:
@@ -51,4 +49,4 @@ def _build(cfg: DataConfig, seed: int) -> Dataset:
         from kd.data import msmarco
 
         return msmarco.load(seed=seed, **caps)
-    raise ConfigError(f"data.name={cfg.name!r} is unknown: use one of {', '.join(SOURCES)} (conf/data/)")
+    raise ConfigError(f"data.name={cfg.name!r} is unknown: use one of {', '.join(DATA_SOURCES)} (conf/data/)")

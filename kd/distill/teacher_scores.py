@@ -18,14 +18,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from kd.atomic import atomic_path
+from kd.choices import check_score_norm
 from kd.config import ModelConfig
 from kd.errors import ConfigError, DataError
 from kd.models.teacher_cache import CachedTeacher
 from kd.models.teacher_corpus import TeacherCorpus
 from kd.paths import STALE_AFTER_DAYS, sweep_stale
 from kd.retrieval.search import score_matrix_groups, score_text_groups
-
-SCORE_NORMS = ("none", "standardize")
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +41,7 @@ def normalize_scores(scores: np.ndarray, mode: str, scale: float = 0.1) -> np.nd
     s = np.asarray(scores, dtype=np.float64)
     if mode == "none":
         return s.astype(np.float32)
-    if mode != "standardize":
-        raise ConfigError(f"teacher.score_norm={mode!r} is unknown: use one of {', '.join(SCORE_NORMS)} (conf/teacher/)")
+    check_score_norm(mode)
     if not scale > 0:
         raise ConfigError(f"teacher.score_scale={scale!r} must be > 0 (the per-group std of the standardised scores)")
     std = s.std()

@@ -75,7 +75,8 @@ SCORE_NORMS: Final[tuple[str, ...]] = ("none", "standardize")
 
 
 def check_score_norm(value: str, key: str = "teacher.score_norm") -> str:
-    """`value` if it is a known per-group normalisation of the teacher's scores, else a ConfigError naming `key`."""
+    """`value` if it is a known per-group normalisation of the teacher's scores, else a ConfigError naming
+    `key`."""
     if value not in SCORE_NORMS:
         raise ConfigError(f"{key}={value!r} is unknown: use one of {', '.join(SCORE_NORMS)} (conf/teacher/)")
     return value

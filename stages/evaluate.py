@@ -30,7 +30,9 @@ METRICS = Path("metrics.json")
 def main(p: Params) -> None:
     ds = read_dataset(Path("data"))
     teacher, view = load_with_matrix(p.teacher, artifacts.TEACHER_CORPUS, sorted(ds.corpus))
-    fixed = {s: {"bm25": read_trec(artifacts.bm25_run(s)), "untrained": read_trec(artifacts.baseline_run(s))} for s in SPLITS}
+    fixed = {  # the runs computed upstream, in table order
+        s: {"bm25": read_trec(artifacts.bm25_run(s)), "untrained": read_trec(artifacts.baseline_run(s))} for s in SPLITS
+    }
     loaded = index.load(artifacts.INDEX)
     runs, metrics = evaluate(p, ds, loaded, teacher, view, artifacts.STUDENT, fixed, cache_dir() / "teacher")
     write_runs(artifacts.RUNS, runs)

@@ -59,7 +59,8 @@ class TrainingInputs:
         self, model: Any, p: Params, learning_rate: float, seed: int, work: Path, on_metric: Callable[..., None]
     ) -> list[float]:
         """`train.corpus_epochs` epochs toward the teacher's row of every unjudged passage, before the ranking
-        training (`kd.distill.corpus_fit`; none at 0). Each epoch's loss goes to `on_metric("corpus_fit_loss", loss, epoch)`."""
+        training (`kd.distill.corpus_fit`; none at 0). Each epoch's loss goes to
+        `on_metric("corpus_fit_loss", loss, epoch)`; returns the losses."""
         if not p.train.corpus_epochs:
             return []
         losses = fit_to_teacher_matrix(

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
+from kd.errors import DataError
+
 ROOT: Final = Path("artifacts")
 BM25: Final = ROOT / "bm25"  # stage bm25: the Lucene index and BM25 runs
 BASELINE: Final = ROOT / "baseline"  # stage baseline: the untrained student's runs
@@ -31,3 +33,10 @@ def bm25_run(split: str) -> Path:
 def baseline_run(split: str) -> Path:
     """The untrained student's TREC run of `split` (train, dev or test)."""
     return BASELINE / "runs" / f"{split}.trec"
+
+
+def require(path: Path, stage: str) -> Path:
+    """`path` if it exists, else a DataError naming the stage that writes it."""
+    if not path.exists():
+        raise DataError(f"{path} not found: run `dvc repro {stage}` first")
+    return path

@@ -31,3 +31,14 @@ def test_every_named_path_is_a_declared_output_and_back():
         assert any(out == n or n in out.parents for n in names), f"dvc.yaml output {out} has no name in kd/artifacts.py"
     assert artifacts.bm25_run("dev").is_relative_to(artifacts.BM25)
     assert artifacts.baseline_run("test").is_relative_to(artifacts.BASELINE)
+
+
+def test_require_names_the_stage_that_writes_a_missing_output(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from kd.errors import DataError
+
+    with pytest.raises(DataError, match=r"negatives.parquet not found: run `dvc repro negatives` first"):
+        artifacts.require(tmp_path / "negatives.parquet", "negatives")
+    (tmp_path / "negatives.parquet").write_bytes(b"")
+    assert artifacts.require(tmp_path / "negatives.parquet", "negatives") == tmp_path / "negatives.parquet"

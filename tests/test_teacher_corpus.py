@@ -18,6 +18,7 @@ def test_write_load_and_refusals(tmp_path: Path) -> None:
     np.testing.assert_array_equal(view.rows(["c", "a"]), emb[[2, 0]])
     hits = view.top_k(np.array([[0.1, 0.9, 0.5]], dtype=np.float32), 2, exclude={"b"})
     assert [d for d, _ in hits[0]] == ["c", "a"]
+    assert view.top_k(np.zeros(0, dtype=np.float32), 2) == []  # no queries (an encode of none): no rankings
     with pytest.raises(ArtifactError, match="does not match data/corpus.jsonl.*dvc repro teacher_corpus"):
         teacher_corpus.load(tmp_path / "tc", expect_docids=["a", "b"])
     other = teacher_corpus.fingerprint(ids, ["x", "y", "changed"], "key")

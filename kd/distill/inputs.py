@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from kd.artifacts import require
 from kd.config import Params
 from kd.data.io import Dataset, judged, passage_text, read_dataset
 from kd.distill.corpus_fit import fit_to_teacher_matrix
 from kd.distill.objective import projection_start, training_rows
-from kd.errors import DataError
 from kd.models.loading import embedding_dim
 from kd.models.teacher import BiEncoderTeacher, CrossEncoderTeacher, load_with_matrix
 
@@ -85,9 +85,8 @@ def load_training_inputs(
     p: Params, data_dir: Path, scores: Path, negatives: Path, teacher_matrix: Path
 ) -> TrainingInputs:
     """Read the stage's inputs; a missing upstream output names the stage that writes it."""
-    for need, stage in ((scores, "teacher"), (negatives, "negatives")):
-        if not need.exists():
-            raise DataError(f"{need} not found: run `dvc repro {stage}` first")
+    require(scores, "teacher")
+    require(negatives, "negatives")
     ds = read_dataset(data_dir)
     doc_text = {d: passage_text(v) for d, v in ds.corpus.items()}
     neg = pd.read_parquet(negatives, columns=["qid", "query", "teacher_q"])

@@ -213,9 +213,6 @@ def training_groups(
     return pd.DataFrame(rows), dropped
 
 
-NO_TRAINING_QUERIES = "data/qrels/train.tsv has no judged training queries: raise data.max_train_queries"
-
-
 def mine(
     cfg: MiningConfig,
     seed: int,
@@ -236,8 +233,6 @@ def mine(
     Raises:
         DataError: no judged training query (the fix: `data.max_train_queries`).
     """
-    if not ds.qrels["train"] and not (view is not None and cfg.pseudo_queries):
-        raise DataError(NO_TRAINING_QUERIES)
     held_out = judged(ds.qrels)
     queries = rewrite_as_questions(ds.queries["train"], cfg.question_share, seed)
     qrels = dict(ds.qrels["train"])
@@ -251,7 +246,7 @@ def mine(
             runs = {**runs, "teacher": seen.run}
     groups = candidates(qrels, runs, cfg.depth, held_out)
     if not groups:
-        raise DataError(NO_TRAINING_QUERIES)
+        raise DataError("data/qrels/train.tsv has no judged training queries: raise data.max_train_queries")
     cached = CachedTeacher(teacher, cache_root) if view is None else None  # pair scores, cached
     scores = score_candidates(groups, queries, ds.corpus, cached, view, q_emb)
     df, dropped = training_groups(groups, scores, queries, q_emb, held_out, cfg, seed)

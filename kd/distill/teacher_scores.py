@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from kd.artifacts import require
 from kd.atomic import atomic_path
 from kd.choices import check_score_norm
 from kd.config import ModelConfig
@@ -59,9 +60,7 @@ def normalize_groups(frame: pd.DataFrame, cfg: ModelConfig) -> pd.DataFrame:
 
 def read_groups(path: Path) -> pd.DataFrame:
     """The training groups of stage `negatives`; a missing or empty file names the stage to run."""
-    if not path.exists():
-        raise DataError(f"{path} not found: run `dvc repro negatives` first")
-    groups = pd.read_parquet(path)
+    groups = pd.read_parquet(require(path, "negatives"))
     if groups.empty:
         raise DataError(f"{path} is empty: check mining params, then `dvc repro negatives`")
     return groups

@@ -77,7 +77,9 @@ class TeacherCorpus:
         return self._positions
 
     def top_k(self, q_emb: np.ndarray, k: int, exclude: set[str] | None = None) -> list[list[tuple[str, float]]]:
-        """Exact inner-product top-`k` over the whole corpus for each query row (ties by docid)."""
+        """Exact inner-product top-`k` over the whole corpus for each query row (ties by docid); no rows, no lists."""
+        if len(q_emb) == 0:
+            return []
         scores = q_emb.astype(np.float32) @ self.emb.T
         if exclude:
             scores[:, [self.positions[d] for d in exclude if d in self.positions]] = -np.inf

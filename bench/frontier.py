@@ -268,6 +268,11 @@ def cost_table(costs: list[dict[str, str]]) -> str:
     return "\n".join(md)
 
 
+def _fmt(value: float, spec: str = ".3g") -> str:
+    """`value` in `spec`, or "-" where it was not measured (NaN)."""
+    return "-" if math.isnan(value) else format(value, spec)
+
+
 def report() -> str:
     """frontier.md (means and spreads over seeds, per corpus and split) and the plot's CSV."""
     from kd.atomic import atomic_path, write_text
@@ -293,7 +298,7 @@ def report() -> str:
         speed = float(same["query_p50_ms"]) / p50 if c and same else math.nan
         md.append(f"| {point} | {data} | {split} | {len(rs)} | {un:.4f} | {np.mean(kd):.4f} ({min(kd):.4f}-{max(kd):.4f}) | "
                   f"{te:.4f} | {np.mean(kd) / te:.1%} | {max(float(r['kd_vs_untrained_p']) for r in rs):.2g} | "
-                  f"{p50:.3g} | {speed:.3g} |")  # fmt: skip
+                  f"{_fmt(p50)} | {_fmt(speed)} |")  # fmt: skip
         if c:
             plot.append({"system": f"{point} ({data}, {split})", "query_p50_ms": p50, "ndcg@10": round(float(np.mean(kd)), 4),
                          "split": split, "data": data})  # fmt: skip
@@ -309,7 +314,7 @@ def report() -> str:
     for t in standing:
         f4 = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         rule_md.append(f"| {t['point']} | {f4(t['pooled_kd'])} | {f4(t['pooled_untrained'])} | {f4(t['pooled_teacher'])} | "
-                       f"{t['ratio']:.3f} | {t['query_p50_ms']:.3g} | {t['x_cheaper']:.3g} | "
+                       f"{_fmt(t['ratio'], '.3f')} | {_fmt(t['query_p50_ms'])} | {_fmt(t['x_cheaper'])} | "
                        f"{'yes' if t['eligible'] else 'no: ' + t['why_not']} |")  # fmt: skip
     rule_md.append(f"\nDefault by the rule: **{choice}**.")
     cpus = sorted({r["cpu"] for r in rows} | {c["cpu"] for c in costs})

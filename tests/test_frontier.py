@@ -46,7 +46,8 @@ def test_report_summarises_seeds_and_costs(tmp_path, monkeypatch):
          "kd_vs_untrained_p": p, "cpu": "no-bf16"}
         for s, kd, p in ((13, 0.50, 1e-5), (1, 0.54, 2e-4))
     ]  # fmt: skip
-    append_rows(frontier.OUT, frontier.FIELDS, rows)
+    uncosted = {**rows[0], "point": "minilm_l3_sym", "student": "minilm_l3", "mode": "symmetric"}
+    append_rows(frontier.OUT, frontier.FIELDS, [*rows, uncosted])
     costs = [
         {"student": "teacher", "mode": "", "backend": "torch", "query_p50_ms": 20.0, "cpu": "no-bf16"},
         {"student": "static", "mode": "asymmetric", "backend": "torch", "query_p50_ms": 0.2,
@@ -56,6 +57,9 @@ def test_report_summarises_seeds_and_costs(tmp_path, monkeypatch):
     text = frontier.report()
     line = next(x for x in text.splitlines() if x.startswith("| static_asym"))
     assert "| 2 | 0.2000 | 0.5200 (0.5000-0.5400) | 0.6000 | 86.7% | 0.0002 | 0.2 | 100 |" in line
+    # a point with no cost row on this machine: its latency columns say so, and it stays off the plot
+    line = next(x for x in text.splitlines() if x.startswith("| minilm_l3_sym | python"))
+    assert line.endswith("| - | - |") and "nan" not in text
     with frontier.PLOT.open(newline="") as fh:
         plot = list(csv.DictReader(fh))
     assert {r["system"] for r in plot} == {"static_asym (python_docs_faq, test)",

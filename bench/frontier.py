@@ -268,9 +268,9 @@ def cost_table(costs: list[dict[str, str]]) -> str:
     return "\n".join(md)
 
 
-def _fmt(value: float, spec: str = ".3g") -> str:
-    """`value` in `spec`, or "-" where it was not measured (NaN)."""
-    return "-" if math.isnan(value) else format(value, spec)
+def _fmt(value: float | None, spec: str = ".3g") -> str:
+    """`value` in `spec`, or "-" where it was not measured (None or NaN)."""
+    return "-" if value is None or math.isnan(value) else format(value, spec)
 
 
 def report() -> str:
@@ -312,8 +312,8 @@ def report() -> str:
     rule_md = ["| point | pooled dev KD | its untrained | teacher | KD / teacher | query p50 ms | x cheaper | eligible |",
                "|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for t in standing:
-        f4 = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        rule_md.append(f"| {t['point']} | {f4(t['pooled_kd'])} | {f4(t['pooled_untrained'])} | {f4(t['pooled_teacher'])} | "
+        rule_md.append(f"| {t['point']} | {_fmt(t['pooled_kd'], '.4f')} | {_fmt(t['pooled_untrained'], '.4f')} | "
+                       f"{_fmt(t['pooled_teacher'], '.4f')} | "
                        f"{_fmt(t['ratio'], '.3f')} | {_fmt(t['query_p50_ms'])} | {_fmt(t['x_cheaper'])} | "
                        f"{'yes' if t['eligible'] else 'no: ' + t['why_not']} |")  # fmt: skip
     rule_md.append(f"\nDefault by the rule: **{choice}**.")

@@ -305,7 +305,10 @@ def report() -> str:
             plot.append({"system": f"{point} untrained ({data}, {split})", "query_p50_ms": p50, "ndcg@10": round(float(un), 4),
                          "split": split, "data": data})  # fmt: skip
     if teacher_cost:
-        for (data, split), te in {(r["data"], r["split"]): float(r["teacher"]) for r in rows}.items():
+        # one teacher point per corpus and split whatever order the rows were appended in: a float32 row's
+        # score (the arithmetic the cost table's teacher ran) over a bf16 row's
+        float32_last = sorted(rows, key=lambda r: r["cpu"] == "no-bf16")
+        for (data, split), te in {(r["data"], r["split"]): float(r["teacher"]) for r in float32_last}.items():
             plot.append({"system": f"teacher ({data}, {split})", "query_p50_ms": float(teacher_cost["query_p50_ms"]),
                          "ndcg@10": te, "split": split, "data": data})  # fmt: skip
     choice, standing = decide(rows, costs)

@@ -47,7 +47,9 @@ def test_report_summarises_seeds_and_costs(tmp_path, monkeypatch):
         for s, kd, p in ((13, 0.50, 1e-5), (1, 0.54, 2e-4))
     ]  # fmt: skip
     uncosted = {**rows[0], "point": "minilm_l3_sym", "student": "minilm_l3", "mode": "symmetric"}
-    append_rows(frontier.OUT, frontier.FIELDS, [*rows, uncosted])
+    # appended last, a bf16 run's teacher score must not replace the float32 one on the plot
+    bf16_run = {**uncosted, "point": "mpnet_l4_sym", "student": "mpnet_l4", "teacher": 0.59, "cpu": "bf16"}
+    append_rows(frontier.OUT, frontier.FIELDS, [*rows, uncosted, bf16_run])
     costs = [
         {"student": "teacher", "mode": "", "backend": "torch", "query_p50_ms": 20.0, "cpu": "no-bf16"},
         {"student": "static", "mode": "asymmetric", "backend": "torch", "query_p50_ms": 0.2,
@@ -65,6 +67,7 @@ def test_report_summarises_seeds_and_costs(tmp_path, monkeypatch):
     assert {r["system"] for r in plot} == {"static_asym (python_docs_faq, test)",
                                           "static_asym untrained (python_docs_faq, test)",
                                           "teacher (python_docs_faq, test)"}  # fmt: skip
+    assert next(r for r in plot if r["system"].startswith("teacher"))["ndcg@10"] == "0.6"
     assert frontier.REPORT.read_text() == text
 
 

@@ -71,6 +71,25 @@ def test_report_summarises_seeds_and_costs(tmp_path, monkeypatch):
     assert frontier.REPORT.read_text() == text
 
 
+def test_report_applies_the_rule_to_each_machine_cost_table(tmp_path, monkeypatch):
+    for name in ("OUT", "COSTS", "PLOT", "REPORT"):
+        monkeypatch.setattr(frontier, name, tmp_path / Path(getattr(frontier, name)).name)
+    rows = _dev_rows("minilm_sym", "minilm", "symmetric", 0.59) + _dev_rows("minilm_l3_sym", "minilm_l3", "symmetric", 0.45)
+    append_rows(frontier.OUT, frontier.FIELDS, [{**r, "bm25": 0.1, "kd_vs_untrained_p": 0.5, "cpu": "no-bf16"} for r in rows])
+    append_rows(frontier.COSTS, frontier.COST_FIELDS, [{**c, "cpu": "no-bf16"} for c in COSTS])
+    # a second machine measured the cut MiniLM, which this machine's table lacks
+    other = tmp_path / "other_cpu" / "frontier_costs.csv"
+    other.parent.mkdir()
+    append_rows(other, frontier.COST_FIELDS, [{**c, "cpu": "no-bf16"} for c in COSTS[:2]]
+                + [{"student": "minilm_l3", "mode": "symmetric", "backend": "onnx", "query_p50_ms": "3", "cpu": "no-bf16"}])
+    text = frontier.report()
+    here, there = text.split("## Cost on `other_cpu`")
+    assert "| minilm_l3_sym | 0.4500 | 0.3000 | 0.6000 | 0.750 | - | - | no: no cost measured |" in here
+    assert "| minilm_l3_sym | 0.4500 | 0.3000 | 0.6000 | 0.750 | 3 | 20 | yes |" in there
+    # minilm_sym has no cost row there: not eligible on that table, so the cut model becomes its default
+    assert "Default by the rule: **minilm_sym**." in here and "Default by the rule: **minilm_l3_sym**." in there
+
+
 def _dev_rows(point, student, mode, kd, untrained=0.30, teacher=0.60, seeds=("13", "1", "2")):
     return [{"point": point, "student": student, "mode": mode, "data": d, "split": sp, "seed": s, "queries": q,
              "kd": kd, "untrained": untrained, "teacher": teacher}

@@ -37,9 +37,15 @@ def test_flops_per_token_of_a_static_model_is_its_width():
     assert frontier.flops_per_token(cut) == pytest.approx(frontier.flops_per_token(full) / 2, rel=0.01)
 
 
-def test_report_summarises_seeds_and_costs(tmp_path, monkeypatch):
+@pytest.fixture
+def report_files(tmp_path, monkeypatch):
+    """The report's CSVs and outputs moved into `tmp_path`, which is returned."""
     for name in ("OUT", "COSTS", "PLOT", "REPORT"):
         monkeypatch.setattr(frontier, name, tmp_path / Path(getattr(frontier, name)).name)
+    return tmp_path
+
+
+def test_report_summarises_seeds_and_costs(report_files):
     rows = [
         {"point": "static_asym", "student": "static", "mode": "asymmetric", "data": "python_docs_faq", "seed": s,
          "split": "test", "queries": 90, "bm25": 0.3, "untrained": 0.2, "kd": kd, "teacher": 0.6,
@@ -71,14 +77,12 @@ def test_report_summarises_seeds_and_costs(tmp_path, monkeypatch):
     assert frontier.REPORT.read_text() == text
 
 
-def test_report_applies_the_rule_to_each_machine_cost_table(tmp_path, monkeypatch):
-    for name in ("OUT", "COSTS", "PLOT", "REPORT"):
-        monkeypatch.setattr(frontier, name, tmp_path / Path(getattr(frontier, name)).name)
+def test_report_applies_the_rule_to_each_machine_cost_table(report_files):
     rows = _dev_rows("minilm_sym", "minilm", "symmetric", 0.59) + _dev_rows("minilm_l3_sym", "minilm_l3", "symmetric", 0.45)
     append_rows(frontier.OUT, frontier.FIELDS, [{**r, "bm25": 0.1, "kd_vs_untrained_p": 0.5, "cpu": "no-bf16"} for r in rows])
     append_rows(frontier.COSTS, frontier.COST_FIELDS, [{**c, "cpu": "no-bf16"} for c in COSTS])
     # a second machine measured the cut MiniLM, which this machine's table lacks
-    other = tmp_path / "other_cpu" / "frontier_costs.csv"
+    other = report_files / "other_cpu" / "frontier_costs.csv"
     other.parent.mkdir()
     append_rows(other, frontier.COST_FIELDS, [{**c, "cpu": "no-bf16"} for c in COSTS[:2]]
                 + [{"student": "minilm_l3", "mode": "symmetric", "backend": "onnx", "query_p50_ms": "3", "cpu": "no-bf16"}])
